@@ -1,0 +1,1 @@
+"""Encoders that write painting programs: the RNN policy, its estimators, greedy search."""

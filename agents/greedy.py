@@ -1,0 +1,58 @@
+"""Greedy search, the beta -> infinity encoder: at each step take the action with the best reward.
+
+All actions are scored at once with the kernel's ``placement_rewards`` (conv2d over the batch)
+and the chosen one is painted with the kernel's ``paint_``, so greedy and the environment agree
+on every action. Greedy is myopic: under last-write-wins occlusion the order of strokes matters.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from decoders.dictionary import PatchDictionary
+from decoders.kernel import (
+    CanvasGeometry,
+    move_cursor,
+    paint_,
+    placement_rewards,
+    position_index,
+    table_on,
+    window_index,
+)
+
+
+def reachable(cursor: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
+    """``(B, rows, cols)`` bool: positions one move of radius M away from each cursor."""
+    rows = torch.arange(geometry.rows, device=cursor.device)
+    cols = torch.arange(geometry.cols, device=cursor.device)
+    near_row = (rows[None, :] - cursor[:, :1]).abs() <= geometry.move_radius
+    near_col = (cols[None, :] - cursor[:, 1:]).abs() <= geometry.move_radius
+    return near_row[:, :, None] & near_col[:, None, :]
+
+
+@torch.no_grad()
+def greedy_programs(
+    targets: torch.Tensor, dictionary: PatchDictionary, geometry: CanvasGeometry, steps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy programs ``(B, T, 4)`` for targets ``(B, C, H, W)`` and their final canvases."""
+    batch, channels = targets.shape[:2]
+    device = targets.device
+    values, support = (tensor.to(device) for tensor in dictionary.patches())
+    levels = dictionary.num_levels
+    table = table_on(geometry, device)
+    target_flat = targets.reshape(batch, channels, -1)
+    canvas = torch.zeros_like(target_flat)
+    cursor = torch.tensor(geometry.start, device=device).repeat(batch, 1)
+    actions = []
+    for _ in range(steps):
+        scores = placement_rewards(targets, canvas.view_as(targets), values, support, geometry.patch_size)
+        scores = scores.masked_fill(~reachable(cursor, geometry).unsqueeze(1), float("-inf"))
+        best = scores.flatten(1).argmax(1)
+        patch, place = best // (geometry.rows * geometry.cols), best % (geometry.rows * geometry.cols)
+        goal = torch.stack((place // geometry.cols, place % geometry.cols), dim=1)
+        action = torch.cat([goal - cursor + geometry.move_radius, (patch // levels)[:, None], (patch % levels)[:, None]], 1)
+        cursor = move_cursor(cursor, action[:, :2], geometry)
+        index = window_index(table, position_index(cursor, geometry), channels)
+        paint_(canvas, target_flat, index, values[patch], support[patch])
+        actions.append(action)
+    return torch.stack(actions, dim=1), canvas.view_as(targets)

@@ -1,0 +1,221 @@
+"""The painting kernel: the one implementation of what a painting action does.
+
+Everything that paints (the single env, the batched env, decoder training, greedy search, Gibbs
+refinement, the ``shapes`` scene generator) calls these batched torch functions, so they cannot
+disagree about an action.
+
+An action is ``(di, dj, k, b)``: move the cursor by ``(di - M, dj - M)`` (clamped so that the
+patch stays on the canvas), then paint patch ``k * L + b`` of the dictionary with its top-left
+corner at the cursor. Inside the patch's support the new values replace the canvas (last write
+wins); outside it the canvas is unchanged. Images are ``(B, C, H, W)``; the kernel works on their
+flat views ``(B, C, H*W)`` and touches only the R x R window of each step, so a step costs
+O(R^2) whatever the canvas size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class CanvasGeometry:
+    """Canvas size, patch size and cursor reach: everything that maps actions to pixels."""
+
+    height: int
+    width: int
+    patch_size: int
+    move_radius: int
+
+    def __post_init__(self):
+        if self.patch_size < 1:
+            raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
+        if self.patch_size > min(self.height, self.width):
+            raise ValueError(
+                f"patch_size {self.patch_size} is larger than the canvas ({self.height}x{self.width})"
+            )
+        if self.move_radius < 0:
+            raise ValueError(f"move_radius must be >= 0, got {self.move_radius}")
+
+    @property
+    def rows(self) -> int:
+        """Number of top-left cursor rows: H - R + 1."""
+        return self.height - self.patch_size + 1
+
+    @property
+    def cols(self) -> int:
+        return self.width - self.patch_size + 1
+
+    @property
+    def num_moves(self) -> int:
+        """Choices per move component: 2M + 1."""
+        return 2 * self.move_radius + 1
+
+    @property
+    def start(self) -> tuple[int, int]:
+        """The cursor at the start of an episode: the middle of the canvas."""
+        return (self.rows - 1) // 2, (self.cols - 1) // 2
+
+    @cached_property
+    def window_table(self) -> torch.Tensor:
+        """``(rows*cols, R*R)`` flat pixel indices of the window at each cursor position."""
+        offsets = torch.arange(self.patch_size)
+        window = (offsets[:, None] * self.width + offsets[None, :]).reshape(-1)
+        corners = torch.arange(self.rows)[:, None] * self.width + torch.arange(self.cols)[None, :]
+        return corners.reshape(-1, 1) + window
+
+
+def table_on(geometry: CanvasGeometry, device: torch.device | str) -> torch.Tensor:
+    """The geometry's window table on ``device`` (cached per device)."""
+    cache = geometry.__dict__.setdefault("_tables", {})
+    key = str(torch.device(device))
+    if key not in cache:
+        cache[key] = geometry.window_table.to(device)
+    return cache[key]
+
+
+def move_cursor(cursor: torch.Tensor, move: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
+    """New cursor ``(B, 2)`` after moves given as action components in ``[0, 2M]``."""
+    moved = cursor + move - geometry.move_radius
+    return torch.stack(
+        (moved[:, 0].clamp(0, geometry.rows - 1), moved[:, 1].clamp(0, geometry.cols - 1)), dim=1
+    )
+
+
+def position_index(cursor: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
+    """Row of the window table for each cursor: ``i * cols + j``."""
+    return cursor[:, 0] * geometry.cols + cursor[:, 1]
+
+
+def window_index(table: torch.Tensor, position: torch.Tensor, channels: int) -> torch.Tensor:
+    """Flat pixel indices ``(B, C, R*R)`` of each batch element's window."""
+    index = table[position]
+    return index.unsqueeze(1).expand(-1, channels, -1)
+
+
+def composite(old: torch.Tensor, values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """Last write wins: the new values inside the support, the old ones outside."""
+    return torch.where(support, values, old)
+
+
+def paint_(
+    canvas: torch.Tensor,
+    target: torch.Tensor,
+    index: torch.Tensor,
+    values: torch.Tensor,
+    support: torch.Tensor,
+) -> torch.Tensor:
+    """Paint one patch per batch element in place and return the reward (decrease of the SSE).
+
+    ``canvas`` and ``target`` are flat ``(B, C, H*W)``; ``index`` comes from :func:`window_index`;
+    ``values`` ``(B, C, R*R)`` and ``support`` ``(B, 1, R*R)`` are the chosen patches. Only the
+    window is read and written.
+    """
+    old = canvas.gather(2, index)
+    new = composite(old, values, support)
+    goal = target.gather(2, index)
+    reward = ((new - old) * (2 * goal - old - new)).sum(dim=(1, 2))
+    canvas.scatter_(2, index, new)
+    return reward
+
+
+def patch_ids(actions: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """Row of the patch table chosen by each action: ``k * L + b``."""
+    return actions[..., 2] * num_levels + actions[..., 3]
+
+
+def cursor_path(actions: torch.Tensor, geometry: CanvasGeometry, start: torch.Tensor | None = None) -> torch.Tensor:
+    """Cursor ``(B, T, 2)`` after each step of the programs ``actions`` ``(B, T, 4)``."""
+    batch, steps = actions.shape[:2]
+    if start is None:
+        start = torch.tensor(geometry.start, device=actions.device).expand(batch, 2)
+    cursor, path = start, []
+    for t in range(steps):
+        cursor = move_cursor(cursor, actions[:, t, :2], geometry)
+        path.append(cursor)
+    return torch.stack(path, dim=1) if path else actions.new_zeros(batch, 0, 2)
+
+
+def ownership(
+    actions: torch.Tensor, support_table: torch.Tensor, num_levels: int, geometry: CanvasGeometry
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each pixel, which step painted it last and where in that step's window it lies.
+
+    Returns ``owner`` ``(B, H*W)`` (step index, -1 where nothing was painted) and ``offset``
+    ``(B, H*W)`` (0..R*R-1). Computed by painting step numbers with the same compositing rule.
+    """
+    batch, steps = actions.shape[:2]
+    device = actions.device
+    table = table_on(geometry, device)
+    pixels = geometry.height * geometry.width
+    owner = torch.full((batch, 1, pixels), -1, dtype=torch.long, device=device)
+    offset = torch.zeros((batch, 1, pixels), dtype=torch.long, device=device)
+    within = torch.arange(geometry.patch_size**2, device=device).expand(batch, 1, -1)
+    positions = position_index(cursor_path(actions, geometry).reshape(-1, 2), geometry).view(batch, steps)
+    ids = patch_ids(actions, num_levels)
+    for t in range(steps):
+        index = window_index(table, positions[:, t], 1)
+        support = support_table[ids[:, t]]
+        step = torch.full_like(within, t)
+        owner.scatter_(2, index, composite(owner.gather(2, index), step, support))
+        offset.scatter_(2, index, composite(offset.gather(2, index), within, support))
+    return owner.squeeze(1), offset.squeeze(1)
+
+
+def decode(
+    actions: torch.Tensor,
+    values: torch.Tensor,
+    support: torch.Tensor,
+    num_levels: int,
+    geometry: CanvasGeometry,
+) -> torch.Tensor:
+    """Paint whole programs ``(B, T, 4)`` onto blank canvases: ``(B, C, H, W)``.
+
+    Differentiable in the patch ``values`` ``(K*L, C, R*R)`` (from ``PatchDictionary.patches()``):
+    each pixel's value is gathered from the last patch that covered it, so its gradient flows to
+    that patch only.
+    """
+    batch = actions.shape[0]
+    channels, area = values.shape[1], values.shape[2]
+    if actions.shape[1] == 0:
+        return values.new_zeros(batch, channels, geometry.height, geometry.width)
+    owner, offset = ownership(actions, support, num_levels, geometry)
+    ids = patch_ids(actions, num_levels)
+    painted = owner >= 0
+    owner_patch = ids.gather(1, owner.clamp_min(0))
+    flat = (owner_patch * area + offset).reshape(-1)
+    table = values.transpose(0, 1).reshape(channels, -1)
+    canvas = table[:, flat].view(channels, batch, -1).transpose(0, 1)
+    canvas = canvas * painted.unsqueeze(1)
+    return canvas.reshape(batch, channels, geometry.height, geometry.width)
+
+
+def placement_rewards(
+    target: torch.Tensor,
+    canvas: torch.Tensor,
+    values: torch.Tensor,
+    support: torch.Tensor,
+    patch_size: int,
+    visible: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reward of painting every patch at every position: ``(B, K*L, rows, cols)``.
+
+    Computed for all placements at once as cross-correlations (conv2d) of the images with the
+    patches and their supports, using, inside a window W with support m and patch p,
+    ``sum_W m v [(x - c)^2 - (x - p)^2] = <v (x - c)^2, m> - <v x^2, m> + 2 <v x, p> - <v, p^2>``.
+    ``visible`` ``(B, 1, H, W)`` weights pixels (0 where a later step will cover them), as Gibbs
+    refinement needs; by default every pixel counts. Agrees with :func:`paint_` (tested).
+    """
+    channels = target.shape[1]
+    shape = (-1, channels, patch_size, patch_size)
+    patch = values.reshape(shape)
+    mask = support.to(values.dtype).expand(-1, channels, -1).reshape(shape)
+    residual_sq = (target - canvas).square()
+    if visible is None:
+        energy = F.conv2d(residual_sq - target.square(), mask)
+        return energy + 2 * F.conv2d(target, patch) - patch.square().sum(dim=(1, 2, 3)).view(1, -1, 1, 1)
+    energy = F.conv2d(visible * (residual_sq - target.square()), mask)
+    return energy + 2 * F.conv2d(visible * target, patch) - F.conv2d(visible.expand_as(target), patch.square())

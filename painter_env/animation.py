@@ -1,0 +1,41 @@
+"""Animated painting rollouts: the canvas step by step, several images side by side."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from decoders.dictionary import PatchDictionary
+from decoders.kernel import CanvasGeometry, cursor_path, decode
+from painter_env.rendering import render_frame, tile_frames
+
+
+@torch.no_grad()
+def rollout_frames(
+    targets: torch.Tensor,
+    actions: torch.Tensor,
+    dictionary: PatchDictionary,
+    geometry: CanvasGeometry,
+    scale: int = 4,
+) -> list[np.ndarray]:
+    """Frames ``0..T`` (blank canvas, then after each action) of programs ``(B, T, 4)``.
+
+    Each frame stacks the B images' target | canvas | residual panels vertically. The canvases
+    are painted by the kernel's ``decode`` of each prefix of the programs.
+    """
+    values, support = dictionary.patches()
+    targets, actions = targets.detach().cpu(), actions.detach().cpu()
+    values, support = values.cpu(), support.cpu()
+    path = cursor_path(actions, geometry)
+    frames = []
+    for step in range(actions.shape[1] + 1):
+        canvases = decode(actions[:, :step], values, support, dictionary.num_levels, geometry)
+        panels = [
+            render_frame(
+                targets[b].numpy(), canvases[b].numpy(),
+                tuple(path[b, step - 1].tolist()) if step else None, geometry.patch_size, scale,
+            )
+            for b in range(targets.shape[0])
+        ]
+        frames.append(tile_frames(panels, columns=1))
+    return frames

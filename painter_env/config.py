@@ -1,0 +1,136 @@
+"""Keyword arguments of ``Painter-v0``, validated once and turned into data, dictionary and geometry.
+
+Shared by the single env and the batched env so that both accept exactly the same arguments
+and build exactly the same painter. Images and data-initialised dictionaries are cached per
+process: a thousand environments share one copy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import torch
+
+from decoders.dictionary import PatchDictionary, dictionary_from_images
+from decoders.kernel import CanvasGeometry
+from painter_env.datasets import ImageSet, check_finite, load_images
+from painter_env.shapes import SHAPE_NAMES, shapes_dictionary
+
+DEFAULT_PROTOTYPES = 32
+DEFAULT_STEPS = {"shapes": 8}
+DEFAULT_STEPS_OTHER = 16
+
+
+@dataclass(frozen=True)
+class PainterConfig:
+    """The environment's keyword arguments (see ``PainterEnv``'s docstring for their meaning)."""
+
+    dataset: str = "shapes"
+    data_root: str | None = None
+    split: str = "train"
+    download: bool = False
+    image_size: int | None = None
+    patch_size: int = 7
+    num_prototypes: int | None = None
+    num_levels: int = 3
+    move_radius: int | None = None
+    max_steps: int | None = None
+    dictionary: str | os.PathLike | PatchDictionary | None = None
+    max_shapes: int = 4
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("patch_size", "num_levels", "max_shapes"):
+            _require_int(name, getattr(self, name), minimum=1)
+        for name, minimum in (("image_size", 1), ("num_prototypes", 1), ("move_radius", 0), ("max_steps", 1)):
+            if getattr(self, name) is not None:
+                _require_int(name, getattr(self, name), minimum=minimum)
+        if self.image_size is not None and self.patch_size > self.image_size:
+            raise ValueError(f"patch_size {self.patch_size} is larger than image_size {self.image_size}")
+        if self.dataset not in ("shapes", "mnist", "fashion-mnist") and not str(self.dataset).startswith("folder:"):
+            raise ValueError(
+                f"unknown dataset {self.dataset!r}: choose 'shapes', 'mnist', 'fashion-mnist' or 'folder:PATH'"
+            )
+
+    def to_dict(self) -> dict:
+        """The arguments as plain values (a dictionary object is not included)."""
+        values = asdict(self)
+        if isinstance(self.dictionary, PatchDictionary):
+            values["dictionary"] = None
+        return values
+
+
+def _require_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass
+class Painter:
+    """Everything an environment needs: the images, the dictionary, the geometry, the horizon."""
+
+    config: PainterConfig
+    data: ImageSet
+    dictionary: PatchDictionary
+    geometry: CanvasGeometry
+    max_steps: int
+
+
+def build_painter(config: PainterConfig) -> Painter:
+    """Load the data, resolve the dictionary and the geometry; ``ValueError`` on impossible settings."""
+    data = load_images(
+        config.dataset, config.split, config.data_root, config.download, config.image_size,
+        config.patch_size, config.num_levels, config.max_shapes, config.seed,
+    )
+    check_finite(data.images, f"{config.dataset} {config.split}")
+    height, width = data.images.shape[-2:]
+    if config.patch_size > min(height, width):
+        raise ValueError(f"patch_size {config.patch_size} is larger than the images ({height}x{width})")
+    dictionary = resolve_dictionary(config, data)
+    if dictionary.patch_size != config.patch_size or dictionary.channels != data.channels:
+        raise ValueError(
+            f"the dictionary has {dictionary.channels}-channel {dictionary.patch_size}x{dictionary.patch_size} "
+            f"patches but the data needs {data.channels}-channel {config.patch_size}x{config.patch_size} patches"
+        )
+    move_radius = max(height, width) - config.patch_size if config.move_radius is None else config.move_radius
+    geometry = CanvasGeometry(height, width, config.patch_size, move_radius)
+    max_steps = config.max_steps or DEFAULT_STEPS.get(config.dataset, DEFAULT_STEPS_OTHER)
+    return Painter(config, data, dictionary, geometry, max_steps)
+
+
+def resolve_dictionary(config: PainterConfig, data: ImageSet) -> PatchDictionary:
+    """The ``dictionary`` argument as an object: given, loaded from a file, ground truth, or k-means++."""
+    if isinstance(config.dictionary, PatchDictionary):
+        dictionary = config.dictionary
+    elif config.dictionary is not None:
+        dictionary = PatchDictionary.load(config.dictionary)
+    elif config.dataset == "shapes" and config.num_prototypes in (None, len(SHAPE_NAMES)):
+        dictionary = shapes_dictionary(config.patch_size, config.num_levels, data.channels)
+    else:
+        payload = _kmeans_payload(
+            data.images, config.patch_size, config.num_prototypes or DEFAULT_PROTOTYPES, config.num_levels, config.seed
+        )
+        dictionary = PatchDictionary.from_payload(payload)
+    for name, wanted, actual in (
+        ("num_prototypes", config.num_prototypes, dictionary.num_prototypes),
+        ("num_levels", config.num_levels, dictionary.num_levels),
+    ):
+        if wanted is not None and wanted != actual:
+            raise ValueError(f"{name}={wanted} conflicts with the dictionary, which has {actual}")
+    return dictionary
+
+
+@lru_cache(maxsize=8)
+def _kmeans_payload(images: torch.Tensor, patch_size: int, num_prototypes: int, num_levels: int, seed: int) -> dict:
+    """k-means++ dictionary of a (cached, hence identical) image tensor; each env gets its own copy."""
+    return dictionary_from_images(images, num_prototypes, patch_size, num_levels, seed=seed).to_payload()
+
+
+def device_of(device: str | torch.device | None) -> torch.device:
+    """``torch.device`` with a clear error for an unavailable CUDA device."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but CUDA is not available on this machine")
+    return device

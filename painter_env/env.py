@@ -1,0 +1,180 @@
+"""``Painter-v0``: explain an image by a short program of patch-painting actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from decoders.kernel import move_cursor, paint_, patch_ids, position_index, table_on, window_index
+from painter_env.config import Painter, PainterConfig, build_painter
+from painter_env.rendering import render_frame
+
+
+def observation_space(painter: Painter) -> spaces.Dict:
+    """One environment's observation space (also the batched env's ``single_observation_space``)."""
+    channels, height, width = painter.data.images.shape[1:]
+    image = spaces.Box(0.0, 1.0, (channels, height, width), np.float32)
+    return spaces.Dict({
+        "target": image,
+        "canvas": image,
+        "cursor": spaces.MultiDiscrete([painter.geometry.rows, painter.geometry.cols]),
+        "step": spaces.Discrete(painter.max_steps + 1),
+    })
+
+
+def action_space(painter: Painter) -> spaces.MultiDiscrete:
+    """``MultiDiscrete([2M+1, 2M+1, K, L])``: move rows, move columns, prototype, code level."""
+    moves = painter.geometry.num_moves
+    return spaces.MultiDiscrete([moves, moves, painter.dictionary.num_prototypes, painter.dictionary.num_levels])
+
+
+ACTION_COMPONENTS = ("di (row move)", "dj (column move)", "k (prototype)", "b (code level)")
+
+
+def invalid_action_message(component: int, value: int, nvec: np.ndarray) -> str:
+    return (
+        f"action component {component} {ACTION_COMPONENTS[component]} = {value} is outside its allowed "
+        f"range 0..{int(nvec[component]) - 1} (action space {list(map(int, nvec))})"
+    )
+
+
+class PainterEnv(gym.Env):
+    """Paint an image with a short program of patches from a dictionary.
+
+    ## Description
+    The agent sees a target image and a canvas that starts blank. Each step it moves a cursor
+    and paints one patch of a learned dictionary there: prototype k modulated by a quantised
+    linear code b, last write wins inside the patch's support. An episode is a program of
+    ``max_steps`` actions; the better the program, the closer the canvas to the target.
+
+    ## Action Space
+    ``MultiDiscrete([2M+1, 2M+1, K, L])``: ``(di, dj, k, b)``. The cursor (the patch's
+    top-left corner) moves by ``(di - M, dj - M)``, clamped so the patch stays on the canvas;
+    then patch ``(k, b)`` is painted. An action outside the space raises ``ValueError``.
+
+    ## Observation Space
+    ``Dict``: ``target`` and ``canvas`` ``Box(0, 1, (C, H, W), float32)``; ``cursor``
+    ``MultiDiscrete([H-R+1, W-R+1])``; ``step`` ``Discrete(max_steps + 1)``.
+
+    ## Rewards
+    The decrease of the squared error: ``||x - c_{t-1}||^2 - ||x - c_t||^2`` (pixels in [0, 1]).
+    The rewards of an episode add up to ``sse_0 - sse_T``. ``info["sse"]`` is the current SSE
+    (after reset: of the blank canvas). Computed from the painted window only, O(R^2) per step.
+
+    ## Starting State
+    A random image of the split (or ``options={"index": i}``), a blank canvas, the cursor in
+    the middle of the canvas.
+
+    ## Episode End
+    No termination; truncated after ``max_steps`` steps.
+
+    ## Arguments
+    ``dataset`` ("shapes" default, "mnist", "fashion-mnist", "folder:PATH"), ``data_root``,
+    ``split`` ("train", "test", "test[:8000]", ...), ``download``, ``image_size``,
+    ``patch_size`` R (7), ``num_prototypes`` K (shapes: its 12 ground-truth shapes; other
+    data: 32 by k-means++), ``num_levels`` L (3), ``move_radius`` M (default: the whole
+    canvas), ``max_steps`` (shapes 8, otherwise 16), ``dictionary`` (a saved dictionary, a
+    training checkpoint, or a ``PatchDictionary``), ``max_shapes`` (shapes per scene, 4),
+    ``seed`` (scenes and k-means), ``render_mode`` ("rgb_array").
+
+    On ``shapes`` ``info["optimal_return"]`` is the return of the ground-truth program.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.render_mode = render_mode
+        self.painter = build_painter(PainterConfig(**kwargs))
+        self.observation_space = observation_space(self.painter)
+        self.action_space = action_space(self.painter)
+        self._nvec = self.action_space.nvec
+        self._geometry = self.painter.geometry
+        self._table = table_on(self._geometry, "cpu")
+        self._images = self.painter.data.images.flatten(2)
+        self.refresh_dictionary()
+        self._index = 0
+        self._target = self._images[:1]
+        self._canvas = torch.zeros_like(self._target)
+        self._cursor = torch.tensor([self._geometry.start])
+        self._steps = 0
+        self._sse = 0.0
+
+    def refresh_dictionary(self) -> None:
+        """Re-read the dictionary's patches (call after training it in place)."""
+        with torch.no_grad():
+            values, support = self.painter.dictionary.patches()
+        self._values, self._support = values.detach().cpu(), support.cpu()
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        count = self._images.shape[0]
+        index = options.get("index")
+        if index is None:
+            index = int(self.np_random.integers(count))
+        elif not 0 <= int(index) < count:
+            raise ValueError(f"options['index'] = {index} is outside the split's 0..{count - 1}")
+        self._index = int(index)
+        self._target = self._images[self._index:self._index + 1]
+        self._target_array = self._target.view(self.observation_space["target"].shape).numpy().copy()
+        self._canvas = torch.zeros_like(self._target)
+        self._cursor = torch.tensor([self._geometry.start])
+        self._steps = 0
+        self._sse = float(self._target.double().square().sum())
+        self._sse_start = self._sse
+        return self._observation(), self._info()
+
+    def step(self, action):
+        action = self._checked(action)
+        with torch.inference_mode():
+            actions = torch.from_numpy(action).view(1, 4)
+            self._cursor = move_cursor(self._cursor, actions[:, :2], self._geometry)
+            index = window_index(self._table, position_index(self._cursor, self._geometry), self._target.shape[1])
+            chosen = patch_ids(actions, self.painter.dictionary.num_levels)
+            reward = float(paint_(self._canvas, self._target, index, self._values[chosen], self._support[chosen]))
+        self._steps += 1
+        self._sse -= reward
+        truncated = self._steps >= self.painter.max_steps
+        return self._observation(), reward, False, truncated, self._info()
+
+    def _checked(self, action) -> np.ndarray:
+        array = np.asarray(action)
+        if array.shape != (4,) or not np.issubdtype(array.dtype, np.integer):
+            if array.shape == (4,) and np.all(np.equal(np.mod(array, 1), 0)):
+                array = array.astype(np.int64)
+            else:
+                raise ValueError(f"an action is 4 integers (di, dj, k, b), got {action!r}")
+        bad = np.flatnonzero((array < 0) | (array >= self._nvec))
+        if bad.size:
+            raise ValueError(invalid_action_message(int(bad[0]), int(array[bad[0]]), self._nvec))
+        return array.astype(np.int64, copy=False)
+
+    def _observation(self) -> dict:
+        return {
+            "target": self._target_array,
+            "canvas": self._canvas.view(self._target_array.shape).numpy().copy(),
+            "cursor": self._cursor[0].numpy().copy(),
+            "step": self._steps,
+        }
+
+    def _info(self) -> dict:
+        info = {"sse": self._sse, "index": self._index}
+        if self.painter.data.programs is not None:
+            info["optimal_return"] = self._sse_start
+        return info
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        shape = self._target_array.shape
+        cursor = tuple(self._cursor[0].tolist()) if self._steps else None
+        return render_frame(self._target_array, self._canvas.view(shape).numpy(), cursor, self._geometry.patch_size)

@@ -1,0 +1,196 @@
+"""The natively batched ``Painter-v0``: N painters as torch tensors, one kernel call per step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from decoders.kernel import move_cursor, paint_, patch_ids, position_index, table_on, window_index
+from painter_env.config import PainterConfig, build_painter, device_of
+from painter_env.env import action_space, invalid_action_message, observation_space
+from painter_env.rendering import render_frame
+
+
+class PainterVectorEnv(VectorEnv):
+    """``gymnasium.make_vec("Painter-v0", num_envs=N, **kwargs)``: N painters batched in torch.
+
+    Takes the single env's keyword arguments plus ``num_envs``, ``device`` ("cpu" or "cuda"),
+    ``autoreset_mode`` (``AutoresetMode.NEXT_STEP``, Gymnasium's default, or ``SAME_STEP``),
+    ``copy_observations`` and ``render_mode``.
+
+    Steps take actions ``(N, 4)`` as a torch tensor (or anything ``torch.as_tensor`` reads) and
+    return torch tensors on ``device``: observations (a dict like the single env's), rewards
+    ``(N,)`` float32, terminations and truncations ``(N,)`` bool, and ``info["sse"]`` ``(N,)``.
+    For numpy in and out wrap it in ``gymnasium.wrappers.vector.TorchToNumpy``.
+
+    Observations are the env's own buffers, not copies, so that a step costs O(N R^2) whatever
+    the image size: they are valid until the next ``step``/``reset``. Clone what you keep
+    (or pass ``copy_observations=True``). With ``SAME_STEP`` autoreset the final observations in
+    ``info["final_obs"]`` are copies.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["rgb_array"]}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        device: str | torch.device = "cpu",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        copy_observations: bool = False,
+        render_mode: str | None = None,
+        **kwargs: Any,
+    ):
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        autoreset_mode = AutoresetMode(autoreset_mode)
+        if autoreset_mode == AutoresetMode.DISABLED:
+            raise ValueError("autoreset_mode DISABLED is not supported: use NEXT_STEP or SAME_STEP")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
+        self.metadata = {**self.metadata, "autoreset_mode": autoreset_mode}
+        self.render_mode = render_mode
+        self.num_envs = num_envs
+        self.device = device_of(device)
+        self.copy_observations = copy_observations
+        self.painter = build_painter(PainterConfig(**kwargs))
+        self.single_observation_space = observation_space(self.painter)
+        self.single_action_space = action_space(self.painter)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._geometry = self.painter.geometry
+        self._table = table_on(self._geometry, self.device)
+        self._nvec = torch.as_tensor(self.single_action_space.nvec, device=self.device)
+        self._images = self.painter.data.images.flatten(2).to(self.device)
+        self._levels = self.painter.dictionary.num_levels
+        self.refresh_dictionary()
+        channels, pixels = self._images.shape[1:]
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
+        self._index = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self._target = torch.zeros(num_envs, channels, pixels, device=self.device)
+        self._canvas = torch.zeros_like(self._target)
+        self._start = torch.tensor(self._geometry.start, device=self.device)
+        self._cursor = self._start.repeat(num_envs, 1)
+        self._steps = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self._sse = torch.zeros(num_envs, device=self.device)
+        self._optimal = torch.zeros(num_envs, device=self.device)
+        self._needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self._no_termination = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self._image_shape = (num_envs,) + self.single_observation_space["target"].shape
+
+    def refresh_dictionary(self) -> None:
+        """Re-read the dictionary's patches (call after training it in place)."""
+        with torch.no_grad():
+            values, support = self.painter.dictionary.patches()
+        self._values, self._support = values.detach().to(self.device), support.to(self.device)
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        """Reset every env; ``options={"indices": tensor}`` picks the images instead of drawing them."""
+        if seed is not None:
+            first = seed[0] if isinstance(seed, (list, tuple)) else seed
+            self._generator.manual_seed(int(first))
+        options = options or {}
+        self._reset_envs(torch.ones(self.num_envs, dtype=torch.bool, device=self.device), options.get("indices"))
+        return self._observation(), {"sse": self._sse.clone(), **self._optimal_info()}
+
+    def _reset_envs(self, which: torch.Tensor, indices: torch.Tensor | None = None) -> None:
+        count = int(which.sum())
+        if indices is None:
+            indices = torch.randint(self._images.shape[0], (count,), generator=self._generator, device=self.device)
+        else:
+            indices = torch.as_tensor(indices, device=self.device).long()
+            if indices.shape != (count,) or (indices < 0).any() or (indices >= self._images.shape[0]).any():
+                raise ValueError(f"indices must be {count} image numbers in 0..{self._images.shape[0] - 1}")
+        self._index[which] = indices
+        self._target[which] = self._images[indices]
+        self._canvas[which] = 0.0
+        self._cursor[which] = self._start
+        self._steps[which] = 0
+        self._sse[which] = self._target[which].square().sum(dim=(1, 2))
+        self._optimal[which] = self._sse[which]
+        self._needs_reset[which] = False
+
+    def step(self, actions):
+        actions = self._checked(actions)
+        resetting = self._needs_reset.clone()
+        painting = ~resetting
+        if resetting.any():
+            self._reset_envs(resetting)
+        reward = self._paint(actions, painting)
+        self._steps += painting
+        truncated = self._steps >= self.painter.max_steps
+        info = {"sse": self._sse.clone(), **self._optimal_info()}
+        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP:
+            if truncated.any():
+                info["final_obs"] = {key: value.clone() for key, value in self._observation(force_copy=True).items()}
+                info["final_info"] = {"sse": info["sse"].clone(), **self._optimal_info()}
+                info["_final_obs"] = truncated.clone()
+                self._reset_envs(truncated)
+        else:
+            self._needs_reset = truncated
+        return self._observation(), reward, self._no_termination.clone(), truncated, info
+
+    def _paint(self, actions: torch.Tensor, painting: torch.Tensor) -> torch.Tensor:
+        """One kernel call for every env that is painting (all of them except at an autoreset)."""
+        if bool(painting.all()):
+            return self._paint_rows(actions, self._canvas, self._target, self._cursor, self._sse)
+        rows = painting.nonzero().squeeze(1)
+        canvas, cursor, sse = self._canvas[rows], self._cursor[rows], self._sse[rows]
+        reward = torch.zeros(self.num_envs, device=self.device)
+        reward[rows] = self._paint_rows(actions[rows], canvas, self._target[rows], cursor, sse)
+        self._canvas[rows], self._cursor[rows], self._sse[rows] = canvas, cursor, sse
+        return reward
+
+    def _paint_rows(self, actions, canvas, target, cursor, sse) -> torch.Tensor:
+        cursor.copy_(move_cursor(cursor, actions[:, :2], self._geometry))
+        index = window_index(self._table, position_index(cursor, self._geometry), canvas.shape[1])
+        chosen = patch_ids(actions, self._levels)
+        reward = paint_(canvas, target, index, self._values[chosen], self._support[chosen])
+        sse -= reward
+        return reward
+
+    def _checked(self, actions) -> torch.Tensor:
+        actions = torch.as_tensor(actions, device=self.device)
+        if actions.shape != (self.num_envs, 4) or actions.is_floating_point() or actions.is_complex():
+            raise ValueError(
+                f"actions must be integers of shape ({self.num_envs}, 4), got {actions.dtype} {tuple(actions.shape)}"
+            )
+        actions = actions.long()
+        bad = (actions < 0) | (actions >= self._nvec)
+        if bool(bad.any()):
+            env, component = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(f"env {env}: " + invalid_action_message(component, int(actions[env, component]),
+                                                                      self.single_action_space.nvec))
+        return actions
+
+    def _observation(self, force_copy: bool = False) -> dict:
+        observation = {
+            "target": self._target.view(self._image_shape),
+            "canvas": self._canvas.view(self._image_shape),
+            "cursor": self._cursor,
+            "step": self._steps,
+        }
+        if self.copy_observations or force_copy:
+            observation = {key: value.clone() for key, value in observation.items()}
+        return observation
+
+    def _optimal_info(self) -> dict:
+        if self.painter.data.programs is None:
+            return {}
+        return {"optimal_return": self._optimal.clone()}
+
+    def render(self):
+        """Frames (target | canvas | residual) of the first few envs, as a tuple of RGB arrays."""
+        if self.render_mode != "rgb_array":
+            return None
+        frames = []
+        for env in range(min(self.num_envs, 4)):
+            target = self._target[env].view(self._image_shape[1:]).cpu().numpy()
+            canvas = self._canvas[env].view(self._image_shape[1:]).cpu().numpy()
+            cursor = tuple(self._cursor[env].tolist()) if int(self._steps[env]) else None
+            frames.append(render_frame(target, canvas, cursor, self._geometry.patch_size))
+        return tuple(frames)

@@ -1,0 +1,1 @@
+"""Runnable jobs, one module each: ``python -m train.NAME``."""
