@@ -1,0 +1,195 @@
+"""The RNN encoder q_e(z|x): a recurrent policy that writes a painting program one action at a time.
+
+Each step it looks at the residual x - c and the canvas through two cheap lenses, both laid out
+on the grid of cursor positions (``rows x cols``):
+
+- *matched filters*: the reward of painting every dictionary patch at every position, computed
+  by the kernel's ``placement_rewards`` (one conv2d, no gradient). This couples the encoder to
+  the decoder, as seed 000 suggests ("let the encoder use the decoder to compute the residual"),
+  and makes the greedy choice easy to represent, so learning starts from a sensible policy;
+- a small CNN over the residual and the canvas, average-pooled over each patch window, which
+  lets the policy see beyond the immediate reward (what a stroke will occlude, what is left).
+
+A GRU carries the history (previous patch, cursor, step) into the decision. The action is
+sampled autoregressively, as the seed describes: the row move ``di``, then the column move
+``dj`` given ``di``, then the prototype ``k`` and code ``b`` of the patch at the new position
+(``k`` first, then ``b`` given ``k``). Every factor is a ``torch.distributions.Categorical``.
+Moves that the canvas edge would clamp onto an already-reachable position get probability
+zero, so each position has exactly one action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Categorical
+
+from agents.greedy import reachable
+from decoders.kernel import CanvasGeometry, move_cursor, placement_rewards
+
+NEGATIVE = -1e9
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Shapes of the action space and sizes of the network (stored in checkpoints)."""
+
+    channels: int
+    height: int
+    width: int
+    patch_size: int
+    move_radius: int
+    num_prototypes: int
+    num_levels: int
+    hidden_size: int = 64
+    feature_size: int = 32
+    cnn_channels: int = 8
+
+    @property
+    def geometry(self) -> CanvasGeometry:
+        return CanvasGeometry(self.height, self.width, self.patch_size, self.move_radius)
+
+    @property
+    def num_patches(self) -> int:
+        return self.num_prototypes * self.num_levels
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StepOutput:
+    """One step of the policy: the action ``(B, 4)``, its log-probability, entropy and value ``(B,)``."""
+
+    action: torch.Tensor
+    log_prob: torch.Tensor
+    entropy: torch.Tensor
+    value: torch.Tensor
+    hidden: torch.Tensor
+
+
+def _pick(logits: torch.Tensor, given: torch.Tensor | None, mode: str, generator: torch.Generator | None):
+    """Choose from ``Categorical(logits)``: the given choice, a sample, or the mode."""
+    dist = Categorical(logits=logits)
+    if given is None:
+        if mode == "greedy":
+            given = logits.argmax(-1)
+        else:
+            given = torch.multinomial(dist.probs, 1, generator=generator).squeeze(1)
+    return given, dist.log_prob(given), dist.entropy()
+
+
+class PainterPolicy(nn.Module):
+    """Recurrent encoder: ``step`` maps (target, canvas, cursor, history) to the next action."""
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        self.config = config
+        c, f, hidden = config.channels, config.feature_size, config.hidden_size
+        k, patches = config.num_prototypes, config.num_patches
+        self.residual_cnn = nn.Sequential(
+            nn.Conv2d(2 * c, config.cnn_channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(config.cnn_channels, config.cnn_channels, 3, padding=1), nn.ReLU(),
+        )
+        self.position_features = nn.Sequential(nn.Conv2d(k + 1 + config.cnn_channels, f, 1), nn.ReLU())
+        self.patch_embedding = nn.Embedding(patches + 1, 16)
+        self.gru = nn.GRUCell(2 * f + 16 + 3, hidden)
+        self.position_head = nn.Conv2d(f, 1, 1)
+        self.position_film = nn.Linear(hidden, f)
+        self.patch_head = nn.Sequential(nn.Linear(hidden + f, hidden), nn.ReLU(), nn.Linear(hidden, patches))
+        self.value_head = nn.Linear(hidden, 1)
+        # Inverse temperatures of the matched-filter logits (log-parametrised, learned).
+        self.log_position_scale = nn.Parameter(torch.zeros(()))
+        self.log_patch_scale = nn.Parameter(torch.zeros(()))
+
+    def initial_state(self, batch: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden state ``(B, hidden)`` and "previous patch" (the start token) for a new episode."""
+        hidden = torch.zeros(batch, self.config.hidden_size, device=device)
+        return hidden, torch.full((batch,), self.config.num_patches, dtype=torch.long, device=device)
+
+    def step(
+        self,
+        target: torch.Tensor,
+        canvas: torch.Tensor,
+        cursor: torch.Tensor,
+        hidden: torch.Tensor,
+        previous_patch: torch.Tensor,
+        step_fraction: float,
+        patches: tuple[torch.Tensor, torch.Tensor],
+        action: torch.Tensor | None = None,
+        mode: str = "sample",
+        generator: torch.Generator | None = None,
+    ) -> StepOutput:
+        """Choose (or, given ``action``, score) the next action for images ``(B, C, H, W)``.
+
+        ``patches`` are the dictionary's ``(values, support)``; they are read without gradient (the
+        encoder treats the decoder as part of its input). ``mode`` is ``"sample"`` or ``"greedy"``.
+        """
+        if mode not in ("sample", "greedy"):
+            raise ValueError(f"mode must be 'sample' or 'greedy', got {mode!r}")
+        config, geometry = self.config, self.config.geometry
+        batch = target.shape[0]
+        values, support = (tensor.detach() for tensor in patches)
+        with torch.no_grad():
+            scores = placement_rewards(target, canvas, values, support, config.patch_size)
+            per_prototype = scores.view(batch, config.num_prototypes, config.num_levels, geometry.rows, geometry.cols)
+            best = per_prototype.amax(dim=(1, 2)).unsqueeze(1)
+        area = float(config.patch_size**2)
+        residual = self.residual_cnn(torch.cat([target - canvas, canvas], dim=1))
+        pooled = F.avg_pool2d(residual, config.patch_size, stride=1)
+        features = self.position_features(torch.cat([per_prototype.amax(2) / area, best / area, pooled], dim=1))
+
+        history = torch.cat([
+            self.patch_embedding(previous_patch),
+            cursor.float() / torch.tensor([max(geometry.rows - 1, 1), max(geometry.cols - 1, 1)], device=cursor.device),
+            torch.full((batch, 1), step_fraction, device=cursor.device),
+        ], dim=1)
+        global_features = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
+        hidden = self.gru(torch.cat([global_features, history], dim=1), hidden)
+
+        position_logits = (
+            self.log_position_scale.exp() * best.squeeze(1)
+            + self.position_head(features).squeeze(1)
+            + (features * self.position_film(hidden)[:, :, None, None]).sum(1)
+        )
+        position_logits = position_logits.masked_fill(~reachable(cursor, geometry), NEGATIVE)
+        given_row = given_col = None
+        if action is not None:  # a clamped move is scored as the position it reaches
+            given_row, given_col = move_cursor(cursor, action[:, :2], geometry).unbind(1)
+        row, row_log_prob, row_entropy = _pick(position_logits.logsumexp(2), given_row, mode, generator)
+        rows = torch.arange(batch, device=target.device)
+        col, col_log_prob, col_entropy = _pick(position_logits[rows, row], given_col, mode, generator)
+
+        patch_scores = scores[rows, :, row, col]
+        patch_logits = self.log_patch_scale.exp() * patch_scores + self.patch_head(
+            torch.cat([hidden, features[rows, :, row, col]], dim=1)
+        )
+        patch_logits = patch_logits.view(batch, config.num_prototypes, config.num_levels)
+        given_k = given_b = None if action is None else action[:, 2]
+        if action is not None:
+            given_b = action[:, 3]
+        k, k_log_prob, k_entropy = _pick(patch_logits.logsumexp(2), given_k, mode, generator)
+        b, b_log_prob, b_entropy = _pick(patch_logits[rows, k], given_b, mode, generator)
+
+        chosen = torch.stack([
+            row - cursor[:, 0] + geometry.move_radius, col - cursor[:, 1] + geometry.move_radius, k, b
+        ], dim=1)
+        return StepOutput(
+            action=chosen,
+            log_prob=row_log_prob + col_log_prob + k_log_prob + b_log_prob,
+            entropy=row_entropy + col_entropy + k_entropy + b_entropy,
+            value=self.value_head(hidden).squeeze(1),
+            hidden=hidden,
+        )
+
+
+def policy_for(painter_geometry: CanvasGeometry, channels: int, num_prototypes: int, num_levels: int, **sizes) -> PainterPolicy:
+    """A policy for a canvas geometry and dictionary shape; ``sizes`` override the network sizes."""
+    config = PolicyConfig(
+        channels, painter_geometry.height, painter_geometry.width, painter_geometry.patch_size,
+        painter_geometry.move_radius, num_prototypes, num_levels, **sizes,
+    )
+    return PainterPolicy(config)

@@ -1,0 +1,123 @@
+"""Batched rollouts of the policy: directly with the painting kernel, or on the native vector env.
+
+Both paths paint with the kernel's ``paint_``, so they agree action for action (tested). The
+kernel path is what training uses: no env bookkeeping, and it can score given programs
+(teacher forcing), which the exact-gradient tests and ``train.evaluate`` need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from agents.policy import PainterPolicy
+from decoders.dictionary import PatchDictionary
+from decoders.kernel import (
+    CanvasGeometry,
+    move_cursor,
+    paint_,
+    patch_ids,
+    position_index,
+    table_on,
+    window_index,
+)
+
+
+@dataclass
+class Rollout:
+    """Programs of a batch of episodes and what the policy and the painter said about them.
+
+    ``actions`` ``(B, T, 4)``; ``log_probs``, ``entropy``, ``values`` ``(B, T)`` (with gradient
+    to the policy); ``rewards`` ``(B, T)`` (the SSE decrease of each step, detached);
+    ``canvas`` ``(B, C, H, W)`` the final canvases (detached).
+    """
+
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    entropy: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    canvas: torch.Tensor
+
+
+def _stack(actions, log_probs, entropy, values, rewards, canvas) -> Rollout:
+    return Rollout(
+        torch.stack(actions, 1), torch.stack(log_probs, 1), torch.stack(entropy, 1),
+        torch.stack(values, 1), torch.stack(rewards, 1), canvas,
+    )
+
+
+def rollout(
+    policy: PainterPolicy,
+    targets: torch.Tensor,
+    dictionary: PatchDictionary,
+    geometry: CanvasGeometry,
+    steps: int,
+    actions: torch.Tensor | None = None,
+    mode: str = "sample",
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Run the policy on targets ``(B, C, H, W)`` for ``steps`` steps, painting with the kernel.
+
+    With ``actions`` ``(B, T, 4)`` the policy scores those programs instead of choosing its own.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if actions is not None and (actions.dim() != 3 or actions.shape[0] != targets.shape[0] or actions.shape[1] != steps):
+        raise ValueError(f"actions must have shape ({targets.shape[0]}, {steps}, 4), got {tuple(actions.shape)}")
+    batch, channels = targets.shape[:2]
+    device = targets.device
+    with torch.no_grad():
+        values, support = (tensor.to(device) for tensor in dictionary.patches())
+    table = table_on(geometry, device)
+    target_flat = targets.reshape(batch, channels, -1)
+    canvas = torch.zeros_like(target_flat)
+    cursor = torch.tensor(geometry.start, device=device).repeat(batch, 1)
+    hidden, previous = policy.initial_state(batch, device)
+    record = ([], [], [], [], [])
+    for t in range(steps):
+        out = policy.step(
+            targets, canvas.view_as(targets), cursor, hidden, previous, t / steps, (values, support),
+            action=None if actions is None else actions[:, t], mode=mode, generator=generator,
+        )
+        cursor = move_cursor(cursor, out.action[:, :2], geometry)
+        previous = patch_ids(out.action, dictionary.num_levels)
+        index = window_index(table, position_index(cursor, geometry), channels)
+        reward = paint_(canvas, target_flat, index, values[previous], support[previous])
+        hidden = out.hidden
+        for store, value in zip(record, (out.action, out.log_prob, out.entropy, out.value, reward)):
+            store.append(value)
+    return _stack(*record, canvas.view_as(targets))
+
+
+def env_rollout(
+    policy: PainterPolicy,
+    env,
+    indices: torch.Tensor | None = None,
+    mode: str = "sample",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, Rollout]:
+    """One episode of every env of a ``PainterVectorEnv`` (``gymnasium.make_vec(...).unwrapped``).
+
+    Resets the env (on images ``indices`` if given) and returns the targets and the rollout.
+    Observations are the env's buffers, so the policy reads them before the next step and the
+    targets are cloned.
+    """
+    painter = env.painter
+    observation, _ = env.reset(options=None if indices is None else {"indices": indices})
+    targets = observation["target"].clone()
+    hidden, previous = policy.initial_state(env.num_envs, env.device)
+    with torch.no_grad():
+        patches = tuple(tensor.to(env.device) for tensor in painter.dictionary.patches())
+    record = ([], [], [], [], [])
+    for t in range(painter.max_steps):
+        out = policy.step(
+            observation["target"], observation["canvas"], observation["cursor"], hidden, previous,
+            t / painter.max_steps, patches, mode=mode, generator=generator,
+        )
+        observation, reward, _, _, _ = env.step(out.action)
+        previous, hidden = patch_ids(out.action, painter.dictionary.num_levels), out.hidden
+        for store, value in zip(record, (out.action, out.log_prob, out.entropy, out.value, reward)):
+            store.append(value)
+    return targets, _stack(*record, observation["canvas"].clone())
