@@ -1,0 +1,110 @@
+"""Gibbs refinement of painter programs: resample one action at a time given all the others.
+
+Starting from a program written by the policy or by greedy search, each sweep visits steps
+t = 0..T-1 and redraws step t's (position, patch) from ``softmax(beta * reward)``, where the
+reward of a candidate is the SSE decrease it gives *given every other step* under last-write-
+wins compositing: the candidate paints over the canvas of steps 0..t-1, and pixels that a later
+step covers do not count (the ``visible`` mask, from the kernel's ``ownership``). All candidates
+are scored at once by the kernel's ``placement_rewards`` (one conv2d). beta is annealed from
+``beta_start`` to ``beta_end`` over the sweeps (large beta is greedy coordinate ascent).
+
+Actions are relative moves. The program is worked on in absolute cursor positions (the
+kernel's ``cursor_path``, so clamped moves are resolved exactly as the painter resolves them)
+and re-expressed as moves after every change: step t's move comes from step t-1's position and
+step t+1's move is recomputed, so every later absolute position stays where it was. Candidates
+for step t are restricted to positions within one move (radius M) of both neighbours, so the
+re-expressed moves are always valid and never clamped.
+
+Every image keeps the best program seen (the input included), so the result is never worse.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from agents.greedy import reachable
+from decoders.dictionary import PatchDictionary
+from decoders.kernel import CanvasGeometry, cursor_path, decode, ownership, patch_ids, placement_rewards
+from decoders.sampling import beta_schedule, sample_categorical
+
+
+def positions_to_actions(
+    path: torch.Tensor, ids: torch.Tensor, num_levels: int, geometry: CanvasGeometry
+) -> torch.Tensor:
+    """Programs ``(B, T, 4)`` that visit absolute cursors ``path`` ``(B, T, 2)`` and paint patches ``ids``."""
+    start = torch.tensor(geometry.start, device=path.device).expand(path.shape[0], 1, 2)
+    previous = torch.cat([start, path[:, :-1]], dim=1)
+    moves = path - previous + geometry.move_radius
+    if ((moves < 0) | (moves > 2 * geometry.move_radius)).any():
+        raise ValueError("cursor path has a jump longer than the move radius")
+    return torch.cat([moves, (ids // num_levels).unsqueeze(-1), (ids % num_levels).unsqueeze(-1)], dim=-1)
+
+
+def program_sse(
+    targets: torch.Tensor, actions: torch.Tensor, values: torch.Tensor, support: torch.Tensor,
+    num_levels: int, geometry: CanvasGeometry,
+) -> torch.Tensor:
+    """SSE ``(B,)`` of each program's painting against its target."""
+    canvas = decode(actions, values, support, num_levels, geometry)
+    return (targets - canvas).square().flatten(1).sum(1)
+
+
+def conditional_rewards(
+    targets: torch.Tensor, actions: torch.Tensor, step: int, values: torch.Tensor, support: torch.Tensor,
+    num_levels: int, geometry: CanvasGeometry,
+) -> torch.Tensor:
+    """Reward ``(B, K*L, rows, cols)`` of every (patch, position) for ``step``, all other steps fixed.
+
+    Equals ``SSE(program without step) - SSE(program with step replaced)``, up to a per-image
+    constant, for every candidate: later steps occlude (they own their pixels), earlier ones show.
+    """
+    height, width = geometry.height, geometry.width
+    canvas = decode(actions[:, :step], values, support, num_levels, geometry)
+    owner, _ = ownership(actions, support, num_levels, geometry)
+    visible = (owner <= step).to(targets.dtype).view(-1, 1, height, width)
+    return placement_rewards(targets, canvas, values, support, geometry.patch_size, visible)
+
+
+@torch.no_grad()
+def refine_programs(
+    targets: torch.Tensor,
+    actions: torch.Tensor,
+    dictionary: PatchDictionary,
+    geometry: CanvasGeometry,
+    sweeps: int = 4,
+    beta_start: float = 1.0,
+    beta_end: float = 100.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Gibbs-refined programs ``(B, T, 4)`` for ``targets`` ``(B, C, H, W)``; per image never worse."""
+    if actions.dim() != 3 or actions.shape[-1] != 4 or actions.shape[0] != targets.shape[0]:
+        raise ValueError(f"actions must have shape (B, T, 4) with B = {targets.shape[0]}, got {tuple(actions.shape)}")
+    if targets.shape[-2:] != (geometry.height, geometry.width):
+        raise ValueError(f"targets are {tuple(targets.shape[-2:])} but the geometry is {geometry.height}x{geometry.width}")
+    if sweeps < 0:
+        raise ValueError(f"sweeps must be >= 0, got {sweeps}")
+    device = targets.device
+    values, support = (tensor.to(device) for tensor in dictionary.patches())
+    levels, steps = dictionary.num_levels, actions.shape[1]
+    actions = actions.to(device)
+    path, ids = cursor_path(actions, geometry), patch_ids(actions, levels)
+    current = positions_to_actions(path, ids, levels, geometry)
+    best, best_sse = current.clone(), program_sse(targets, current, values, support, levels, geometry)
+    start = torch.tensor(geometry.start, device=device).expand(actions.shape[0], 2)
+    places = geometry.rows * geometry.cols
+    for beta in beta_schedule(beta_start, beta_end, sweeps):
+        for step in range(steps):
+            rewards = conditional_rewards(targets, current, step, values, support, levels, geometry)
+            allowed = reachable(path[:, step - 1] if step else start, geometry)
+            if step + 1 < steps:
+                allowed = allowed & reachable(path[:, step + 1], geometry)
+            logits = (beta * rewards).masked_fill_(~allowed.unsqueeze(1), float("-inf")).flatten(1)
+            choice = sample_categorical(logits, generator, consume=True)
+            place = choice % places
+            ids[:, step] = choice // places
+            path[:, step] = torch.stack((place // geometry.cols, place % geometry.cols), dim=1)
+            current = positions_to_actions(path, ids, levels, geometry)
+        sse = program_sse(targets, current, values, support, levels, geometry)
+        better = sse < best_sse
+        best[better], best_sse = current[better], torch.where(better, sse, best_sse)
+    return best
