@@ -16,6 +16,7 @@ from decoders.kernel import (
     paint_,
     placement_rewards,
     position_index,
+    select_patches,
     table_on,
     window_index,
 )
@@ -53,6 +54,6 @@ def greedy_programs(
         action = torch.cat([goal - cursor + geometry.move_radius, (patch // levels)[:, None], (patch % levels)[:, None]], 1)
         cursor = move_cursor(cursor, action[:, :2], geometry)
         index = window_index(table, position_index(cursor, geometry), channels)
-        paint_(canvas, target_flat, index, values[patch], support[patch])
+        paint_(canvas, target_flat, index, *select_patches(values, support, patch))
         actions.append(action)
     return torch.stack(actions, dim=1), canvas.view_as(targets)

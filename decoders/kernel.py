@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -59,6 +60,12 @@ class CanvasGeometry:
         """The cursor at the start of an episode: the middle of the canvas."""
         return (self.rows - 1) // 2, (self.cols - 1) // 2
 
+    def cursor_bounds(self, like):
+        """Lowest ``(0, 0)`` and highest ``(rows-1, cols-1)`` cursor, as tensors on ``like``'s device or arrays."""
+        if isinstance(like, torch.Tensor):
+            return table_on(self, like.device, "lowest"), table_on(self, like.device, "highest")
+        return np.zeros(2, dtype=np.int64), np.array([self.rows - 1, self.cols - 1])
+
     @cached_property
     def window_table(self) -> torch.Tensor:
         """``(rows*cols, R*R)`` flat pixel indices of the window at each cursor position."""
@@ -68,32 +75,47 @@ class CanvasGeometry:
         return corners.reshape(-1, 1) + window
 
 
-def table_on(geometry: CanvasGeometry, device: torch.device | str) -> torch.Tensor:
-    """The geometry's window table on ``device`` (cached per device)."""
+def table_on(geometry: CanvasGeometry, device: torch.device | str, name: str = "window") -> torch.Tensor:
+    """The geometry's window table (or highest cursor) on ``device``, cached per device."""
     cache = geometry.__dict__.setdefault("_tables", {})
-    key = str(torch.device(device))
+    key = (name, str(torch.device(device)))
     if key not in cache:
-        cache[key] = geometry.window_table.to(device)
+        sources = {
+            "window": lambda: geometry.window_table,
+            "lowest": lambda: torch.zeros(2, dtype=torch.long),
+            "highest": lambda: torch.tensor([geometry.rows - 1, geometry.cols - 1]),
+        }
+        cache[key] = sources[name]().to(device)
     return cache[key]
 
 
-def move_cursor(cursor: torch.Tensor, move: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
-    """New cursor ``(B, 2)`` after moves given as action components in ``[0, 2M]``."""
-    moved = cursor + move - geometry.move_radius
-    return torch.stack(
-        (moved[:, 0].clamp(0, geometry.rows - 1), moved[:, 1].clamp(0, geometry.cols - 1)), dim=1
-    )
+def move_cursor(cursor, move, geometry: CanvasGeometry):
+    """New cursor ``(B, 2)`` after moves given as action components in ``[0, 2M]``.
+
+    Written with operators that torch tensors and numpy arrays share, so the single env can
+    move its one cursor without torch's per-op overhead, by the same code.
+    """
+    return (cursor + move - geometry.move_radius).clip(*geometry.cursor_bounds(cursor))
 
 
-def position_index(cursor: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
-    """Row of the window table for each cursor: ``i * cols + j``."""
-    return cursor[:, 0] * geometry.cols + cursor[:, 1]
+def position_index(cursor, geometry: CanvasGeometry):
+    """Row of the window table for each cursor: ``i * cols + j`` (tensor or numpy array)."""
+    return cursor[..., 0] * geometry.cols + cursor[..., 1]
 
 
-def window_index(table: torch.Tensor, position: torch.Tensor, channels: int) -> torch.Tensor:
-    """Flat pixel indices ``(B, C, R*R)`` of each batch element's window."""
-    index = table[position]
-    return index.unsqueeze(1).expand(-1, channels, -1)
+def window_index(table: torch.Tensor, position: torch.Tensor | int, channels: int) -> torch.Tensor:
+    """Flat pixel indices ``(B, C, R*R)`` of each window (``B = 1`` for an int position)."""
+    rows = table[position] if isinstance(position, int) else table.index_select(0, position)
+    return rows.view(-1, 1, table.shape[1]).expand(-1, channels, -1)
+
+
+def select_patches(
+    values: torch.Tensor, support: torch.Tensor, ids: torch.Tensor | int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chosen rows of the patch table: ``(B, C, R*R)`` values and ``(B, 1, R*R)`` support."""
+    if isinstance(ids, int):
+        return values[ids].unsqueeze(0), support[ids].unsqueeze(0)
+    return values.index_select(0, ids), support.index_select(0, ids)
 
 
 def composite(old: torch.Tensor, values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
@@ -116,8 +138,10 @@ def paint_(
     """
     old = canvas.gather(2, index)
     new = composite(old, values, support)
-    goal = target.gather(2, index)
-    reward = ((new - old) * (2 * goal - old - new)).sum(dim=(1, 2))
+    goal = target.gather(2, index).flatten(1)
+    error_before = goal - old.flatten(1)
+    error_after = goal.sub_(new.flatten(1))
+    reward = torch.linalg.vecdot(error_before, error_before) - torch.linalg.vecdot(error_after, error_after)
     canvas.scatter_(2, index, new)
     return reward
 

@@ -77,6 +77,11 @@ class Painter:
     geometry: CanvasGeometry
     max_steps: int
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the images (observations carry them flattened)."""
+        return tuple(self.data.images.shape[1:])
+
 
 def build_painter(config: PainterConfig) -> Painter:
     """Load the data, resolve the dictionary and the geometry; ``ValueError`` on impossible settings."""

@@ -9,15 +9,18 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from decoders.kernel import move_cursor, paint_, patch_ids, position_index, table_on, window_index
+from decoders.kernel import move_cursor, paint_, patch_ids, position_index, select_patches, table_on, window_index
 from painter_env.config import Painter, PainterConfig, build_painter
 from painter_env.rendering import render_frame
 
 
 def observation_space(painter: Painter) -> spaces.Dict:
-    """One environment's observation space (also the batched env's ``single_observation_space``)."""
-    channels, height, width = painter.data.images.shape[1:]
-    image = spaces.Box(0.0, 1.0, (channels, height, width), np.float32)
+    """One environment's observation space (also the batched env's ``single_observation_space``).
+
+    Images are flat vectors of ``C*H*W`` floats (reshape with ``painter.image_shape``): SB3 warns
+    about any image smaller than 36x36 or not uint8, and flat float vectors keep the exact values.
+    """
+    image = spaces.Box(0.0, 1.0, (int(np.prod(painter.image_shape)),), np.float32)
     return spaces.Dict({
         "target": image,
         "canvas": image,
@@ -57,7 +60,8 @@ class PainterEnv(gym.Env):
     then patch ``(k, b)`` is painted. An action outside the space raises ``ValueError``.
 
     ## Observation Space
-    ``Dict``: ``target`` and ``canvas`` ``Box(0, 1, (C, H, W), float32)``; ``cursor``
+    ``Dict``: ``target`` and ``canvas`` ``Box(0, 1, (C*H*W,), float32)``, the images flattened
+    (``env.unwrapped.painter.image_shape`` is ``(C, H, W)``); ``cursor``
     ``MultiDiscrete([H-R+1, W-R+1])``; ``step`` ``Discrete(max_steps + 1)``.
 
     ## Rewards
@@ -101,12 +105,20 @@ class PainterEnv(gym.Env):
         self._table = table_on(self._geometry, "cpu")
         self._images = self.painter.data.images.flatten(2)
         self.refresh_dictionary()
+        self._levels = self.painter.dictionary.num_levels
         self._index = 0
         self._target = self._images[:1]
-        self._canvas = torch.zeros_like(self._target)
-        self._cursor = torch.tensor([self._geometry.start])
+        self._target_array = self._target.view(-1).numpy().copy()
+        self._canvas_array = np.zeros_like(self._target_array)
+        self._canvas = torch.from_numpy(self._canvas_array).view(self._target.shape)
+        self._cursor = np.array(self._geometry.start)
         self._steps = 0
-        self._sse = 0.0
+        self._sse = self._sse_start = 0.0
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling copies arrays and tensors apart: make the canvas tensor a view of its array again."""
+        self.__dict__.update(state)
+        self._canvas = torch.from_numpy(self._canvas_array).view(self._target.shape)
 
     def refresh_dictionary(self) -> None:
         """Re-read the dictionary's patches (call after training it in place)."""
@@ -125,9 +137,9 @@ class PainterEnv(gym.Env):
             raise ValueError(f"options['index'] = {index} is outside the split's 0..{count - 1}")
         self._index = int(index)
         self._target = self._images[self._index:self._index + 1]
-        self._target_array = self._target.view(self.observation_space["target"].shape).numpy().copy()
-        self._canvas = torch.zeros_like(self._target)
-        self._cursor = torch.tensor([self._geometry.start])
+        self._target_array = self._target.view(-1).numpy().copy()
+        self._canvas_array.fill(0.0)
+        self._cursor = np.array(self._geometry.start)
         self._steps = 0
         self._sse = float(self._target.double().square().sum())
         self._sse_start = self._sse
@@ -135,12 +147,10 @@ class PainterEnv(gym.Env):
 
     def step(self, action):
         action = self._checked(action)
-        with torch.inference_mode():
-            actions = torch.from_numpy(action).view(1, 4)
-            self._cursor = move_cursor(self._cursor, actions[:, :2], self._geometry)
-            index = window_index(self._table, position_index(self._cursor, self._geometry), self._target.shape[1])
-            chosen = patch_ids(actions, self.painter.dictionary.num_levels)
-            reward = float(paint_(self._canvas, self._target, index, self._values[chosen], self._support[chosen]))
+        self._cursor = move_cursor(self._cursor, action[:2], self._geometry)
+        index = window_index(self._table, int(position_index(self._cursor, self._geometry)), self._target.shape[1])
+        patches = select_patches(self._values, self._support, int(patch_ids(action, self._levels)))
+        reward = float(paint_(self._canvas, self._target, index, *patches))
         self._steps += 1
         self._sse -= reward
         truncated = self._steps >= self.painter.max_steps
@@ -149,10 +159,7 @@ class PainterEnv(gym.Env):
     def _checked(self, action) -> np.ndarray:
         array = np.asarray(action)
         if array.shape != (4,) or not np.issubdtype(array.dtype, np.integer):
-            if array.shape == (4,) and np.all(np.equal(np.mod(array, 1), 0)):
-                array = array.astype(np.int64)
-            else:
-                raise ValueError(f"an action is 4 integers (di, dj, k, b), got {action!r}")
+            raise ValueError(f"an action is 4 integers (di, dj, k, b), got {action!r}")
         bad = np.flatnonzero((array < 0) | (array >= self._nvec))
         if bad.size:
             raise ValueError(invalid_action_message(int(bad[0]), int(array[bad[0]]), self._nvec))
@@ -160,9 +167,9 @@ class PainterEnv(gym.Env):
 
     def _observation(self) -> dict:
         return {
-            "target": self._target_array,
-            "canvas": self._canvas.view(self._target_array.shape).numpy().copy(),
-            "cursor": self._cursor[0].numpy().copy(),
+            "target": self._target_array.copy(),
+            "canvas": self._canvas_array.copy(),
+            "cursor": self._cursor.copy(),
             "step": self._steps,
         }
 
@@ -175,6 +182,7 @@ class PainterEnv(gym.Env):
     def render(self):
         if self.render_mode != "rgb_array":
             return None
-        shape = self._target_array.shape
-        cursor = tuple(self._cursor[0].tolist()) if self._steps else None
-        return render_frame(self._target_array, self._canvas.view(shape).numpy(), cursor, self._geometry.patch_size)
+        cursor = tuple(self._cursor.tolist()) if self._steps else None
+        shape = self.painter.image_shape
+        return render_frame(self._target_array.reshape(shape), self._canvas_array.reshape(shape), cursor,
+                            self._geometry.patch_size)

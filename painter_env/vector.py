@@ -9,7 +9,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from decoders.kernel import move_cursor, paint_, patch_ids, position_index, table_on, window_index
+from decoders.kernel import move_cursor, paint_, patch_ids, position_index, select_patches, table_on, window_index
 from painter_env.config import PainterConfig, build_painter, device_of
 from painter_env.env import action_space, invalid_action_message, observation_space
 from painter_env.rendering import render_frame
@@ -23,9 +23,10 @@ class PainterVectorEnv(VectorEnv):
     ``copy_observations`` and ``render_mode``.
 
     Steps take actions ``(N, 4)`` as a torch tensor (or anything ``torch.as_tensor`` reads) and
-    return torch tensors on ``device``: observations (a dict like the single env's), rewards
+    return torch tensors on ``device``: observations (a dict like the single env's: flat images
+    ``(N, C*H*W)``, reshape with ``painter.image_shape``), rewards
     ``(N,)`` float32, terminations and truncations ``(N,)`` bool, and ``info["sse"]`` ``(N,)``.
-    For numpy in and out wrap it in ``gymnasium.wrappers.vector.TorchToNumpy``.
+    Numpy actions are accepted too.
 
     Observations are the env's own buffers, not copies, so that a step costs O(N R^2) whatever
     the image size: they are valid until the next ``step``/``reset``. Clone what you keep
@@ -80,7 +81,7 @@ class PainterVectorEnv(VectorEnv):
         self._optimal = torch.zeros(num_envs, device=self.device)
         self._needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self._no_termination = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
-        self._image_shape = (num_envs,) + self.single_observation_space["target"].shape
+        self._image_shape = (num_envs,) + self.single_observation_space["target"].shape  # flat images
 
     def refresh_dictionary(self) -> None:
         """Re-read the dictionary's patches (call after training it in place)."""
@@ -148,8 +149,8 @@ class PainterVectorEnv(VectorEnv):
     def _paint_rows(self, actions, canvas, target, cursor, sse) -> torch.Tensor:
         cursor.copy_(move_cursor(cursor, actions[:, :2], self._geometry))
         index = window_index(self._table, position_index(cursor, self._geometry), canvas.shape[1])
-        chosen = patch_ids(actions, self._levels)
-        reward = paint_(canvas, target, index, self._values[chosen], self._support[chosen])
+        patches = select_patches(self._values, self._support, patch_ids(actions, self._levels))
+        reward = paint_(canvas, target, index, *patches)
         sse -= reward
         return reward
 
@@ -189,8 +190,8 @@ class PainterVectorEnv(VectorEnv):
             return None
         frames = []
         for env in range(min(self.num_envs, 4)):
-            target = self._target[env].view(self._image_shape[1:]).cpu().numpy()
-            canvas = self._canvas[env].view(self._image_shape[1:]).cpu().numpy()
+            target = self._target[env].view(self.painter.image_shape).cpu().numpy()
+            canvas = self._canvas[env].view(self.painter.image_shape).cpu().numpy()
             cursor = tuple(self._cursor[env].tolist()) if int(self._steps[env]) else None
             frames.append(render_frame(target, canvas, cursor, self._geometry.patch_size))
         return tuple(frames)

@@ -1,0 +1,38 @@
+"""Shared fixtures: small painter configurations and the MNIST files when they are present."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from decoders.dictionary import PatchDictionary
+from decoders.kernel import CanvasGeometry
+
+MNIST_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+SMALL_SHAPES = dict(dataset="shapes", image_size=12, patch_size=5, max_shapes=2, max_steps=4)
+
+
+@pytest.fixture
+def mnist_root() -> Path:
+    if not (MNIST_ROOT / "t10k-images-idx3-ubyte.gz").is_file() and not (MNIST_ROOT / "t10k-images-idx3-ubyte").is_file():
+        pytest.skip(f"MNIST test files not found in {MNIST_ROOT}")
+    return MNIST_ROOT
+
+
+def random_dictionary(
+    num_prototypes: int, channels: int, patch_size: int, num_levels: int, generator: torch.Generator
+) -> PatchDictionary:
+    """A dictionary with random values and random (non-empty) supports."""
+    shape = (num_prototypes, channels, patch_size, patch_size)
+    mask = torch.rand(num_prototypes, 1, patch_size, patch_size, generator=generator) < 0.7
+    mask[:, :, 0, 0] = True
+    return PatchDictionary(
+        torch.rand(shape, generator=generator), 0.3 * torch.randn(shape, generator=generator), mask, num_levels
+    )
+
+
+def random_actions(batch: int, steps: int, geometry: CanvasGeometry, dictionary: PatchDictionary,
+                   generator: torch.Generator) -> torch.Tensor:
+    highs = [geometry.num_moves, geometry.num_moves, dictionary.num_prototypes, dictionary.num_levels]
+    return torch.stack([torch.randint(h, (batch, steps), generator=generator) for h in highs], dim=2)
