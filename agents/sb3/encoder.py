@@ -1,0 +1,101 @@
+"""SB3 agents as painter encoders: image batch in, program ``(B, T, 4)`` out.
+
+``sb3_programs`` loads a saved agent and rolls it out (deterministic actions) on given images,
+painting with the kernel exactly as the environment does, so an SB3 agent's SSE is measured the
+same way as every other encoder's (``python -m train.evaluate --encoder policy``).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from decoders.kernel import move_cursor, paint_, patch_ids, position_index, table_on, window_index
+from agents.sb3.wrappers import unflatten_actions
+from painter_env.config import Painter, device_of
+from painter_env.env import action_space, observation_space
+
+ALGORITHMS = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
+
+
+def saved_algorithm(model_path: str | Path) -> str:
+    """``"ppo"``, ``"a2c"`` or ``"dqn"``: which SB3 algorithm saved ``model_path`` (from its ``data`` entry)."""
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            data = json.loads(archive.read("data"))
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as error:
+        raise ValueError(f"{model_path} is not a saved Stable-Baselines3 model: {error}") from error
+    if "exploration_rate" in data or "target_update_interval" in data:
+        return "dqn"
+    return "ppo" if "clip_range" in data else "a2c"
+
+
+def load_sb3_model(model_path: str | Path, device: str | torch.device = "cpu") -> BaseAlgorithm:
+    """Load a PPO, A2C or DQN agent saved by ``model.save`` (the algorithm is read from the file)."""
+    return ALGORITHMS[saved_algorithm(model_path)].load(model_path, device=device_of(device))
+
+
+@torch.no_grad()
+def policy_programs(
+    model: BaseAlgorithm, images: torch.Tensor, painter: Painter, batch_size: int = 1024
+) -> torch.Tensor:
+    """Programs ``(B, T, 4)`` of ``model``'s deterministic actions on ``images`` ``(B, C, H, W)``.
+
+    Each step the model sees the same observation the env would give (target, canvas, cursor,
+    step); its action is painted with the kernel. ``DQN`` agents with flattened actions work too.
+    """
+    expected = observation_space(painter)
+    image_shape = tuple(painter.data.images.shape[1:])
+    if images.dim() != 4 or tuple(images.shape[1:]) != image_shape:
+        raise ValueError(f"images must be (B, {', '.join(map(str, image_shape))}), got {tuple(images.shape)}")
+    if model.observation_space != expected:
+        raise ValueError(f"the agent was trained on observations {model.observation_space}, "
+                         f"but this painter gives {expected}")
+    programs = [_rollout(model, chunk, painter) for chunk in images.split(batch_size)]
+    return torch.cat(programs).to(images.device)
+
+
+def _rollout(model: BaseAlgorithm, targets: torch.Tensor, painter: Painter) -> torch.Tensor:
+    geometry, levels = painter.geometry, painter.dictionary.num_levels
+    device = targets.device
+    values, support = (tensor.detach().to(device) for tensor in painter.dictionary.patches())
+    table = table_on(geometry, device)
+    batch, channels = targets.shape[:2]
+    target_flat = targets.reshape(batch, channels, -1).float()
+    canvas = torch.zeros_like(target_flat)
+    cursor = torch.tensor(geometry.start, device=device).repeat(batch, 1)
+    shape = (batch, *model.observation_space["target"].shape)
+    target_array = targets.float().cpu().numpy().reshape(shape)
+    actions = []
+    for step in range(painter.max_steps):
+        observation = {
+            "target": target_array,
+            "canvas": canvas.cpu().numpy().reshape(shape),
+            "cursor": cursor.cpu().numpy(),
+            "step": np.full(batch, step, dtype=np.int64),
+        }
+        chosen, _ = model.predict(observation, deterministic=True)
+        if isinstance(model.action_space, spaces.Discrete):
+            chosen = unflatten_actions(chosen.reshape(-1), action_space(painter).nvec)
+        action = torch.as_tensor(chosen, device=device).long().reshape(batch, 4)
+        cursor = move_cursor(cursor, action[:, :2], geometry)
+        index = window_index(table, position_index(cursor, geometry), channels)
+        ids = patch_ids(action, levels)
+        paint_(canvas, target_flat, index, values[ids], support[ids])
+        actions.append(action)
+    return torch.stack(actions, dim=1)
+
+
+def sb3_programs(
+    model_path: str | Path, images: torch.Tensor, painter: Painter, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """Roll out the SB3 agent saved at ``model_path`` on ``images`` ``(B, C, H, W)``: programs ``(B, T, 4)``."""
+    device = device_of(device)
+    return policy_programs(load_sb3_model(model_path, device), images.to(device), painter)

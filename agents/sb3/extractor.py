@@ -1,0 +1,94 @@
+"""A features extractor for the painter's small images (SB3's ``NatureCNN`` needs at least 36x36).
+
+Usage, one line::
+
+    PPO("MultiInputPolicy", env, policy_kwargs=painter_policy_kwargs())
+
+The CNN sees target, canvas, residual (target - canvas) and a map of the patch window under the
+cursor, stacked as channels, so it can relate the cursor to what is left to paint. Its output is
+concatenated with the one-hot cursor and step (SB3 one-hot encodes ``MultiDiscrete`` and
+``Discrete`` observations before the extractor sees them).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+
+def image_shape_of(space: spaces.Box) -> tuple[int, int, int]:
+    """``(C, H, W)`` of an image space, or of a flat one holding a square 1- or 3-channel image."""
+    if len(space.shape) == 3:
+        return space.shape
+    size = int(np.prod(space.shape))
+    for channels in (1, 3):
+        side = math.isqrt(size // channels)
+        if channels * side * side == size:
+            return channels, side, side
+    raise ValueError(f"cannot read a square 1- or 3-channel image from shape {space.shape}: pass image_shape")
+
+
+class PainterExtractor(BaseFeaturesExtractor):
+    """Small CNN over ``[target, canvas, target - canvas, cursor window]`` plus one-hot cursor and step.
+
+    ``cnn_features`` is the width of the CNN's linear output; ``channels`` the first conv's width
+    (the two strided convs use twice as many). Works for any image size >= 1 and any channel count.
+    Images may come as ``(C, H, W)`` or flattened ``(C*H*W,)``; flat ones are taken as square
+    with 1 or 3 channels unless ``image_shape`` says otherwise.
+    """
+
+    def __init__(self, observation_space: spaces.Dict, cnn_features: int = 128, channels: int = 16,
+                 image_shape: tuple[int, int, int] | None = None):
+        for key in ("target", "canvas", "cursor", "step"):
+            if key not in observation_space.spaces:
+                raise ValueError(f"PainterExtractor needs the painter's Dict observation, missing {key!r}")
+        self.image_shape = tuple(image_shape or image_shape_of(observation_space["target"]))
+        image_channels, height, width = self.image_shape
+        rows, cols = (int(n) for n in observation_space["cursor"].nvec)
+        steps = int(observation_space["step"].n)
+        super().__init__(observation_space, cnn_features + rows + cols + steps)
+        self.rows, self.cols, self.window = rows, cols, (height - rows + 1, width - cols + 1)
+        self.cnn = nn.Sequential(
+            nn.Conv2d(3 * image_channels + 1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * channels, 2 * channels, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.cnn(torch.zeros(1, 3 * image_channels + 1, height, width)).shape[1]
+        self.linear = nn.Sequential(nn.Linear(flat, cnn_features), nn.ReLU())
+
+    def cursor_window(self, cursor: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, H, W)`` map of the pixels under the patch at the cursor, from its one-hot ``(B, rows+cols)``."""
+        row, col = cursor[:, : self.rows], cursor[:, self.rows :]
+        ones = row.new_ones(1, 1, *self.window)
+        grow = nn.functional.conv_transpose2d
+        # A one-hot position spread over an R x R window (transposed conv of the one-hot by ones).
+        return grow((row[:, :, None] * col[:, None, :]).unsqueeze(1), ones)
+
+    def forward(self, observations: dict) -> torch.Tensor:
+        shape = (-1, *self.image_shape)
+        target, canvas = observations["target"].view(shape), observations["canvas"].view(shape)
+        cursor = observations["cursor"]
+        images = torch.cat([target, canvas, target - canvas, self.cursor_window(cursor)], dim=1)
+        # The rollout buffer stores a Discrete observation as (B, 1): its one-hot is (B, 1, n).
+        return torch.cat([self.linear(self.cnn(images)), cursor, observations["step"].flatten(1)], dim=1)
+
+
+def painter_policy_kwargs(cnn_features: int = 128, channels: int = 16, net_arch=None, image_shape=None) -> dict:
+    """``policy_kwargs`` for ``MultiInputPolicy`` (PPO, A2C, DQN) on ``Painter-v0``."""
+    kwargs = {
+        "features_extractor_class": PainterExtractor,
+        "features_extractor_kwargs": {"cnn_features": cnn_features, "channels": channels, "image_shape": image_shape},
+    }
+    if net_arch is not None:
+        kwargs["net_arch"] = net_arch
+    return kwargs

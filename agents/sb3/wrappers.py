@@ -1,0 +1,56 @@
+"""Flatten the painter's ``MultiDiscrete`` action into one ``Discrete`` action, for DQN.
+
+SB3's DQN needs a ``Discrete`` action space. The painter's action ``(di, dj, k, b)`` becomes the
+index ``numpy.ravel_multi_index((di, dj, k, b), nvec)``: ``(2M+1)^2 K L`` actions in all, one
+Q-value each. That number grows fast with the move radius, so it is checked against a limit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+MAX_FLAT_ACTIONS = 100_000
+
+
+def flat_action_count(nvec, max_actions: int = MAX_FLAT_ACTIONS) -> int:
+    """The number of flattened actions of ``MultiDiscrete(nvec)``; ``ValueError`` above ``max_actions``."""
+    count = math.prod(int(n) for n in nvec)
+    if count > max_actions:
+        raise ValueError(
+            f"flattening MultiDiscrete({list(map(int, nvec))}) gives {count} discrete actions, more than "
+            f"max_actions={max_actions}: use a smaller move_radius, fewer prototypes or levels, "
+            f"or raise max_actions (DQN's Q-network has one output per action)"
+        )
+    return count
+
+
+def unflatten_actions(flat: np.ndarray, nvec) -> np.ndarray:
+    """Flat action indices ``(...)`` -> MultiDiscrete actions ``(..., len(nvec))``."""
+    return np.stack(np.unravel_index(np.asarray(flat, dtype=np.int64), tuple(int(n) for n in nvec)), axis=-1)
+
+
+def flatten_actions(actions: np.ndarray, nvec) -> np.ndarray:
+    """MultiDiscrete actions ``(..., len(nvec))`` -> flat action indices ``(...)``."""
+    actions = np.asarray(actions, dtype=np.int64)
+    return np.ravel_multi_index(tuple(np.moveaxis(actions, -1, 0)), tuple(int(n) for n in nvec))
+
+
+class FlattenMultiDiscrete(gym.ActionWrapper):
+    """``Discrete`` view of a ``MultiDiscrete`` action space: ``DQN("MultiInputPolicy", FlattenMultiDiscrete(env))``.
+
+    ``max_actions`` bounds the flattened space (``ValueError`` beyond it, with what to change).
+    """
+
+    def __init__(self, env: gym.Env, max_actions: int = MAX_FLAT_ACTIONS):
+        super().__init__(env)
+        if not isinstance(env.action_space, spaces.MultiDiscrete):
+            raise ValueError(f"FlattenMultiDiscrete needs a MultiDiscrete action space, got {env.action_space}")
+        self.nvec = env.action_space.nvec.copy()
+        self.action_space = spaces.Discrete(flat_action_count(self.nvec, max_actions))
+
+    def action(self, action) -> np.ndarray:
+        return unflatten_actions(action, self.nvec)
