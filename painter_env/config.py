@@ -19,6 +19,7 @@ from painter_env.datasets import ImageSet, check_finite, load_images
 from painter_env.shapes import SHAPE_NAMES, shapes_dictionary
 
 DEFAULT_PROTOTYPES = 32
+DEFAULT_LEVELS = 3
 DEFAULT_STEPS = {"shapes": 8}
 DEFAULT_STEPS_OTHER = 16
 
@@ -34,7 +35,7 @@ class PainterConfig:
     image_size: int | None = None
     patch_size: int = 7
     num_prototypes: int | None = None
-    num_levels: int = 3
+    num_levels: int | None = None
     move_radius: int | None = None
     max_steps: int | None = None
     dictionary: str | os.PathLike | PatchDictionary | None = None
@@ -42,9 +43,11 @@ class PainterConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("patch_size", "num_levels", "max_shapes"):
+        for name in ("patch_size", "max_shapes"):
             _require_int(name, getattr(self, name), minimum=1)
-        for name, minimum in (("image_size", 1), ("num_prototypes", 1), ("move_radius", 0), ("max_steps", 1)):
+        for name, minimum in (
+            ("image_size", 1), ("num_prototypes", 1), ("num_levels", 1), ("move_radius", 0), ("max_steps", 1)
+        ):
             if getattr(self, name) is not None:
                 _require_int(name, getattr(self, name), minimum=minimum)
         if self.image_size is not None and self.patch_size > self.image_size:
@@ -87,7 +90,7 @@ def build_painter(config: PainterConfig) -> Painter:
     """Load the data, resolve the dictionary and the geometry; ``ValueError`` on impossible settings."""
     data = load_images(
         config.dataset, config.split, config.data_root, config.download, config.image_size,
-        config.patch_size, config.num_levels, config.max_shapes, config.seed,
+        config.patch_size, config.num_levels or DEFAULT_LEVELS, config.max_shapes, config.seed,
     )
     check_finite(data.images, f"{config.dataset} {config.split}")
     height, width = data.images.shape[-2:]
@@ -112,10 +115,11 @@ def resolve_dictionary(config: PainterConfig, data: ImageSet) -> PatchDictionary
     elif config.dictionary is not None:
         dictionary = PatchDictionary.load(config.dictionary)
     elif config.dataset == "shapes" and config.num_prototypes in (None, len(SHAPE_NAMES)):
-        dictionary = shapes_dictionary(config.patch_size, config.num_levels, data.channels)
+        dictionary = shapes_dictionary(config.patch_size, config.num_levels or DEFAULT_LEVELS, data.channels)
     else:
         payload = _kmeans_payload(
-            data.images, config.patch_size, config.num_prototypes or DEFAULT_PROTOTYPES, config.num_levels, config.seed
+            data.images, config.patch_size, config.num_prototypes or DEFAULT_PROTOTYPES,
+            config.num_levels or DEFAULT_LEVELS, config.seed,
         )
         dictionary = PatchDictionary.from_payload(payload)
     for name, wanted, actual in (

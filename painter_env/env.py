@@ -80,7 +80,7 @@ class PainterEnv(gym.Env):
     ``dataset`` ("shapes" default, "mnist", "fashion-mnist", "folder:PATH"), ``data_root``,
     ``split`` ("train", "test", "test[:8000]", ...), ``download``, ``image_size``,
     ``patch_size`` R (7), ``num_prototypes`` K (shapes: its 12 ground-truth shapes; other
-    data: 32 by k-means++), ``num_levels`` L (3), ``move_radius`` M (default: the whole
+    data: 32 by k-means++), ``num_levels`` L (3, or the given dictionary's), ``move_radius`` M (default: the whole
     canvas), ``max_steps`` (shapes 8, otherwise 16), ``dictionary`` (a saved dictionary, a
     training checkpoint, or a ``PatchDictionary``), ``max_shapes`` (shapes per scene, 4),
     ``seed`` (scenes and k-means), ``render_mode`` ("rgb_array").
