@@ -15,7 +15,7 @@ O(R^2) whatever the canvas size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ class CanvasGeometry:
             return table_on(self, like.device, "lowest"), table_on(self, like.device, "highest")
         return np.zeros(2, dtype=np.int64), np.array([self.rows - 1, self.cols - 1])
 
-    @cached_property
+    @property
     def window_table(self) -> torch.Tensor:
         """``(rows*cols, R*R)`` flat pixel indices of the window at each cursor position."""
         offsets = torch.arange(self.patch_size)
@@ -76,17 +76,21 @@ class CanvasGeometry:
 
 
 def table_on(geometry: CanvasGeometry, device: torch.device | str, name: str = "window") -> torch.Tensor:
-    """The geometry's window table (or highest cursor) on ``device``, cached per device."""
-    cache = geometry.__dict__.setdefault("_tables", {})
-    key = (name, str(torch.device(device)))
-    if key not in cache:
-        sources = {
-            "window": lambda: geometry.window_table,
-            "lowest": lambda: torch.zeros(2, dtype=torch.long),
-            "highest": lambda: torch.tensor([geometry.rows - 1, geometry.cols - 1]),
-        }
-        cache[key] = sources[name]().to(device)
-    return cache[key]
+    """The geometry's window table (or lowest/highest cursor) on ``device``.
+
+    Cached per (geometry, device): a thousand environments of one geometry share one table.
+    """
+    return _cached_table(geometry, str(torch.device(device)), name)
+
+
+@lru_cache(maxsize=64)
+def _cached_table(geometry: CanvasGeometry, device: str, name: str) -> torch.Tensor:
+    sources = {
+        "window": lambda: geometry.window_table,
+        "lowest": lambda: torch.zeros(2, dtype=torch.long),
+        "highest": lambda: torch.tensor([geometry.rows - 1, geometry.cols - 1]),
+    }
+    return sources[name]().to(device)
 
 
 def move_cursor(cursor, move, geometry: CanvasGeometry):
@@ -138,10 +142,10 @@ def paint_(
     """
     old = canvas.gather(2, index)
     new = composite(old, values, support)
-    goal = target.gather(2, index).flatten(1)
-    error_before = goal - old.flatten(1)
-    error_after = goal.sub_(new.flatten(1))
-    reward = torch.linalg.vecdot(error_before, error_before) - torch.linalg.vecdot(error_after, error_after)
+    batch = old.shape[0]
+    # (x - old)^2 - (x - new)^2 = (new - old) * (2x - old - new), summed over the window
+    both_sides = target.gather(2, index).mul_(2).sub_(old).sub_(new)
+    reward = torch.linalg.vecdot((new - old).view(batch, -1), both_sides.view(batch, -1))
     canvas.scatter_(2, index, new)
     return reward
 

@@ -102,8 +102,10 @@ class PainterEnv(gym.Env):
         self.action_space = action_space(self.painter)
         self._nvec = self.action_space.nvec
         self._geometry = self.painter.geometry
-        self._table = table_on(self._geometry, "cpu")
         self._images = self.painter.data.images.flatten(2)
+        table, channels = table_on(self._geometry, "cpu"), self._images.shape[1]
+        # one env paints one window at a time: look the kernel's index views up instead of rebuilding them
+        self._windows = [window_index(table, position, channels) for position in range(table.shape[0])]
         self.refresh_dictionary()
         self._levels = self.painter.dictionary.num_levels
         self._index = 0
@@ -124,7 +126,8 @@ class PainterEnv(gym.Env):
         """Re-read the dictionary's patches (call after training it in place)."""
         with torch.no_grad():
             values, support = self.painter.dictionary.patches()
-        self._values, self._support = values.detach().cpu(), support.cpu()
+        values, support = values.detach().cpu(), support.cpu()
+        self._patches = [select_patches(values, support, patch) for patch in range(values.shape[0])]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
@@ -141,16 +144,15 @@ class PainterEnv(gym.Env):
         self._canvas_array.fill(0.0)
         self._cursor = np.array(self._geometry.start)
         self._steps = 0
-        self._sse = float(self._target.double().square().sum())
+        self._sse = float(np.dot(self._target_array.astype(np.float64), self._target_array))
         self._sse_start = self._sse
         return self._observation(), self._info()
 
     def step(self, action):
         action = self._checked(action)
         self._cursor = move_cursor(self._cursor, action[:2], self._geometry)
-        index = window_index(self._table, int(position_index(self._cursor, self._geometry)), self._target.shape[1])
-        patches = select_patches(self._values, self._support, int(patch_ids(action, self._levels)))
-        reward = float(paint_(self._canvas, self._target, index, *patches))
+        index = self._windows[position_index(self._cursor, self._geometry)]
+        reward = float(paint_(self._canvas, self._target, index, *self._patches[patch_ids(action, self._levels)]))
         self._steps += 1
         self._sse -= reward
         truncated = self._steps >= self.painter.max_steps
@@ -160,8 +162,9 @@ class PainterEnv(gym.Env):
         array = np.asarray(action)
         if array.shape != (4,) or not np.issubdtype(array.dtype, np.integer):
             raise ValueError(f"an action is 4 integers (di, dj, k, b), got {action!r}")
-        bad = np.flatnonzero((array < 0) | (array >= self._nvec))
-        if bad.size:
+        outside = (array < 0) | (array >= self._nvec)
+        if outside.any():
+            bad = np.flatnonzero(outside)
             raise ValueError(invalid_action_message(int(bad[0]), int(array[bad[0]]), self._nvec))
         return array.astype(np.int64, copy=False)
 

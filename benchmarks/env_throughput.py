@@ -1,0 +1,137 @@
+"""Environment throughput, all measured in one process: ``python -m benchmarks.env_throughput``.
+
+Rows: the single ``Painter-v0`` env and ``CartPole-v1`` (the yardstick) in steps/s; Gymnasium's
+``SyncVectorEnv`` over N single painter envs vs the native batched env at N = 1024 and 4096
+(env-steps/s, torch tensors out); the native env's step time at image size 28 vs 112 (same N
+and R). Each figure is the median of several timed repeats; random actions are drawn before
+timing. Prints a markdown table and writes JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import painter_env  # noqa: F401  (registers Painter-v0)
+
+
+def median_seconds(run, repeats: int) -> float:
+    """Median wall time of ``run()`` over ``repeats`` calls (after one warm-up call)."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def single_env_rate(env_id: str, steps: int, repeats: int, **kwargs) -> float:
+    """Steps/s of one env made with ``gymnasium.make``, resetting at episode ends."""
+    env = gymnasium.make(env_id, **kwargs)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(steps)]
+
+    def run():
+        for action in actions:
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+
+    return steps / median_seconds(run, repeats)
+
+
+def vector_rate(env, steps: int, repeats: int, as_tensor: bool) -> float:
+    """Env-steps/s of a vector env over ``steps`` batched steps (autoreset included)."""
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(steps)]
+    if as_tensor:
+        actions = [torch.as_tensor(action) for action in actions]
+
+    def run():
+        for action in actions:
+            env.step(action)
+
+    return env.num_envs * steps / median_seconds(run, repeats)
+
+
+def native_env(num_envs: int, device: str, **kwargs):
+    return gymnasium.make_vec("Painter-v0", num_envs=num_envs, device=device, **kwargs)
+
+
+def sync_env(num_envs: int, **kwargs):
+    return gymnasium.make_vec("Painter-v0", num_envs=num_envs, vectorization_mode="sync", **kwargs)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096],
+                        help="numbers of envs N for SyncVectorEnv vs native (default: 1024 4096)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per figure; the median is reported")
+    parser.add_argument("--single-steps", type=int, default=5000, help="steps per repeat for single envs")
+    parser.add_argument("--native-steps", type=int, default=64, help="batched steps per repeat for the native env")
+    parser.add_argument("--sync-steps", type=int, default=3, help="batched steps per repeat for SyncVectorEnv (slow)")
+    parser.add_argument("--device", default="cpu", help="device of the native env (cpu or cuda)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and step counts, for a smoke test")
+    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this path")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeats, args.single_steps, args.native_steps, args.sync_steps = [16], 1, 50, 4, 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    rows, results = [], {"threads": torch.get_num_threads(), "device": args.device}
+    with tqdm(total=4 + 2 * len(args.sizes), desc="env throughput", leave=False) as progress:
+        painter = single_env_rate("Painter-v0", args.single_steps, args.repeats)
+        progress.update()
+        cartpole = single_env_rate("CartPole-v1", args.single_steps, args.repeats)
+        progress.update()
+        results["single"] = {"painter_steps_per_second": painter, "cartpole_steps_per_second": cartpole,
+                             "step_cost_vs_cartpole": cartpole / painter}
+        rows.append(("single Painter-v0", f"{painter:,.0f} steps/s", f"{cartpole / painter:.2f}x a CartPole step"))
+        rows.append(("single CartPole-v1", f"{cartpole:,.0f} steps/s", "yardstick"))
+        for size in args.sizes:
+            sync = vector_rate(sync_env(size), args.sync_steps, args.repeats, as_tensor=False)
+            progress.update()
+            native = vector_rate(native_env(size, args.device), args.native_steps, args.repeats, as_tensor=True)
+            progress.update()
+            results[f"vector_{size}"] = {"sync_env_steps_per_second": sync, "native_env_steps_per_second": native,
+                                         "speedup": native / sync}
+            rows.append((f"SyncVectorEnv N={size}", f"{sync:,.0f} env-steps/s", ""))
+            rows.append((f"native batched N={size}", f"{native:,.0f} env-steps/s", f"{native / sync:.0f}x SyncVectorEnv"))
+        size = args.sizes[-1]
+        step_time = {}
+        for image_size in (28, 112):
+            env = native_env(size, args.device, image_size=image_size)
+            step_time[image_size] = size / vector_rate(env, args.native_steps, args.repeats, as_tensor=True)
+            progress.update()
+        results["image_size"] = {"num_envs": size, "step_seconds_28": step_time[28], "step_seconds_112": step_time[112],
+                                 "ratio_112_to_28": step_time[112] / step_time[28]}
+        for image_size in (28, 112):
+            note = f"{step_time[112] / step_time[28]:.2f}x the 28x28 time" if image_size == 112 else ""
+            rows.append((f"native step, {image_size}x{image_size}, N={size}", f"{step_time[image_size] * 1e3:.2f} ms", note))
+
+    print(f"\nEnvironment throughput ({results['threads']} torch threads, device {args.device}, "
+          f"median of {args.repeats})\n")
+    print("| measurement | value | comparison |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
