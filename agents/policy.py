@@ -45,8 +45,9 @@ class PolicyConfig:
     num_prototypes: int
     num_levels: int
     hidden_size: int = 64
-    feature_size: int = 32
+    feature_size: int = 16
     cnn_channels: int = 8
+    score_scale: float = 4.0
 
     @property
     def geometry(self) -> CanvasGeometry:
@@ -82,6 +83,40 @@ def _pick(logits: torch.Tensor, given: torch.Tensor | None, mode: str, generator
     return given, dist.log_prob(given), dist.entropy()
 
 
+class PlacementScorer:
+    """The reward of painting every patch at every position, kept up to date cheaply.
+
+    By the kernel's identity (see ``placement_rewards``) the reward of patch p with support m at a
+    window is ``<m, c^2 - 2 x c> + [2 <x, p> - <1, p^2>]`` over the window (x target, c canvas).
+    The bracket does not depend on the canvas: it is ``placement_rewards`` on a blank canvas,
+    computed once per episode. The first term needs one conv2d per step with the K distinct
+    supports (the L code levels of a prototype share its support).
+    """
+
+    def __init__(self, targets: torch.Tensor, values: torch.Tensor, support: torch.Tensor, num_levels: int):
+        batch, channels = targets.shape[:2]
+        size = int(round(support.shape[-1] ** 0.5))
+        self.targets, self.num_levels = targets, num_levels
+        self.base = placement_rewards(targets, torch.zeros_like(targets), values, support, size)
+        rows, cols = self.base.shape[-2:]
+        self.base_best = self.base.view(batch, -1, num_levels, rows, cols).amax(2)
+        masks = support[::num_levels].to(targets.dtype).view(-1, 1, size, size)
+        self.masks = masks.expand(-1, channels, -1, -1).contiguous()
+
+    def canvas_terms(self, canvas: torch.Tensor) -> torch.Tensor:
+        """``(B, K, rows, cols)``: the canvas-dependent part of each prototype's reward."""
+        return F.conv2d(canvas * (canvas - 2 * self.targets), self.masks)
+
+    def best(self, terms: torch.Tensor) -> torch.Tensor:
+        """``(B, rows, cols)``: the reward of the best patch at each position."""
+        return (self.base_best + terms).amax(1)
+
+    def at(self, terms: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        """``(B, K*L)``: the reward of every patch at one position per batch element."""
+        rows = torch.arange(row.shape[0], device=row.device)
+        return self.base[rows, :, row, col] + terms[rows, :, row, col].repeat_interleave(self.num_levels, 1)
+
+
 class PainterPolicy(nn.Module):
     """Recurrent encoder: ``step`` maps (target, canvas, cursor, history) to the next action."""
 
@@ -89,21 +124,21 @@ class PainterPolicy(nn.Module):
         super().__init__()
         self.config = config
         c, f, hidden = config.channels, config.feature_size, config.hidden_size
-        k, patches = config.num_prototypes, config.num_patches
-        self.residual_cnn = nn.Sequential(
-            nn.Conv2d(2 * c, config.cnn_channels, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(config.cnn_channels, config.cnn_channels, 3, padding=1), nn.ReLU(),
-        )
-        self.position_features = nn.Sequential(nn.Conv2d(k + 1 + config.cnn_channels, f, 1), nn.ReLU())
+        patches = config.num_patches
+        # One R x R convolution: its output is already on the grid of cursor positions.
+        self.residual_cnn = nn.Conv2d(2 * c, config.cnn_channels, config.patch_size)
+        self.position_features = nn.Sequential(nn.Conv2d(1 + config.cnn_channels, f, 1), nn.ReLU())
         self.patch_embedding = nn.Embedding(patches + 1, 16)
         self.gru = nn.GRUCell(2 * f + 16 + 3, hidden)
         self.position_head = nn.Conv2d(f, 1, 1)
         self.position_film = nn.Linear(hidden, f)
         self.patch_head = nn.Sequential(nn.Linear(hidden + f, hidden), nn.ReLU(), nn.Linear(hidden, patches))
         self.value_head = nn.Linear(hidden, 1)
-        # Inverse temperatures of the matched-filter logits (log-parametrised, learned).
-        self.log_position_scale = nn.Parameter(torch.zeros(()))
-        self.log_patch_scale = nn.Parameter(torch.zeros(()))
+        # Inverse temperatures of the matched-filter logits (log-parametrised, learned); they start
+        # at ``score_scale`` so that an untrained policy already prefers rewarding strokes.
+        start = torch.tensor(float(config.score_scale)).log()
+        self.log_position_scale = nn.Parameter(start.clone())
+        self.log_patch_scale = nn.Parameter(start.clone())
 
     def initial_state(self, batch: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden state ``(B, hidden)`` and "previous patch" (the start token) for a new episode."""
@@ -118,29 +153,26 @@ class PainterPolicy(nn.Module):
         hidden: torch.Tensor,
         previous_patch: torch.Tensor,
         step_fraction: float,
-        patches: tuple[torch.Tensor, torch.Tensor],
+        scorer: PlacementScorer,
         action: torch.Tensor | None = None,
         mode: str = "sample",
         generator: torch.Generator | None = None,
     ) -> StepOutput:
         """Choose (or, given ``action``, score) the next action for images ``(B, C, H, W)``.
 
-        ``patches`` are the dictionary's ``(values, support)``; they are read without gradient (the
-        encoder treats the decoder as part of its input). ``mode`` is ``"sample"`` or ``"greedy"``.
+        ``scorer`` (a :class:`PlacementScorer` of the targets and the dictionary, made once per
+        episode) supplies the matched-filter rewards, without gradient: the encoder treats the
+        decoder as part of its input. ``mode`` is ``"sample"`` or ``"greedy"``.
         """
         if mode not in ("sample", "greedy"):
             raise ValueError(f"mode must be 'sample' or 'greedy', got {mode!r}")
         config, geometry = self.config, self.config.geometry
         batch = target.shape[0]
-        values, support = (tensor.detach() for tensor in patches)
         with torch.no_grad():
-            scores = placement_rewards(target, canvas, values, support, config.patch_size)
-            per_prototype = scores.view(batch, config.num_prototypes, config.num_levels, geometry.rows, geometry.cols)
-            best = per_prototype.amax(dim=(1, 2)).unsqueeze(1)
-        area = float(config.patch_size**2)
-        residual = self.residual_cnn(torch.cat([target - canvas, canvas], dim=1))
-        pooled = F.avg_pool2d(residual, config.patch_size, stride=1)
-        features = self.position_features(torch.cat([per_prototype.amax(2) / area, best / area, pooled], dim=1))
+            terms = scorer.canvas_terms(canvas)
+            best = scorer.best(terms).unsqueeze(1)
+        residual = F.relu(self.residual_cnn(torch.cat([target - canvas, canvas], dim=1)))
+        features = self.position_features(torch.cat([best / config.patch_size**2, residual], dim=1))
 
         history = torch.cat([
             self.patch_embedding(previous_patch),
@@ -163,7 +195,8 @@ class PainterPolicy(nn.Module):
         rows = torch.arange(batch, device=target.device)
         col, col_log_prob, col_entropy = _pick(position_logits[rows, row], given_col, mode, generator)
 
-        patch_scores = scores[rows, :, row, col]
+        with torch.no_grad():
+            patch_scores = scorer.at(terms, row, col)
         patch_logits = self.log_patch_scale.exp() * patch_scores + self.patch_head(
             torch.cat([hidden, features[rows, :, row, col]], dim=1)
         )

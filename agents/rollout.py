@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.policy import PainterPolicy
+from agents.policy import PainterPolicy, PlacementScorer
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import (
     CanvasGeometry,
@@ -75,10 +75,12 @@ def rollout(
     canvas = torch.zeros_like(target_flat)
     cursor = torch.tensor(geometry.start, device=device).repeat(batch, 1)
     hidden, previous = policy.initial_state(batch, device)
+    with torch.no_grad():
+        scorer = PlacementScorer(targets, values, support, dictionary.num_levels)
     record = ([], [], [], [], [])
     for t in range(steps):
         out = policy.step(
-            targets, canvas.view_as(targets), cursor, hidden, previous, t / steps, (values, support),
+            targets, canvas.view_as(targets), cursor, hidden, previous, t / steps, scorer,
             action=None if actions is None else actions[:, t], mode=mode, generator=generator,
         )
         cursor = move_cursor(cursor, out.action[:, :2], geometry)
@@ -109,12 +111,13 @@ def env_rollout(
     targets = observation["target"].clone()
     hidden, previous = policy.initial_state(env.num_envs, env.device)
     with torch.no_grad():
-        patches = tuple(tensor.to(env.device) for tensor in painter.dictionary.patches())
+        values, support = (tensor.to(env.device) for tensor in painter.dictionary.patches())
+        scorer = PlacementScorer(targets, values, support, painter.dictionary.num_levels)
     record = ([], [], [], [], [])
     for t in range(painter.max_steps):
         out = policy.step(
             observation["target"], observation["canvas"], observation["cursor"], hidden, previous,
-            t / painter.max_steps, patches, mode=mode, generator=generator,
+            t / painter.max_steps, scorer, mode=mode, generator=generator,
         )
         observation, reward, _, _, _ = env.step(out.action)
         previous, hidden = patch_ids(out.action, painter.dictionary.num_levels), out.hidden

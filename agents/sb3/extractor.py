@@ -21,6 +21,13 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 
+def band(positions: int, pixels: int) -> torch.Tensor:
+    """``(positions, pixels)``: 1 where a patch of size ``pixels - positions + 1`` at a position covers a pixel."""
+    start = torch.arange(positions)[:, None]
+    pixel = torch.arange(pixels)[None, :]
+    return ((pixel >= start) & (pixel < start + pixels - positions + 1)).float()
+
+
 def image_shape_of(space: spaces.Box) -> tuple[int, int, int]:
     """``(C, H, W)`` of an image space, or of a flat one holding a square 1- or 3-channel image."""
     if len(space.shape) == 3:
@@ -52,7 +59,10 @@ class PainterExtractor(BaseFeaturesExtractor):
         rows, cols = (int(n) for n in observation_space["cursor"].nvec)
         steps = int(observation_space["step"].n)
         super().__init__(observation_space, cnn_features + rows + cols + steps)
-        self.rows, self.cols, self.window = rows, cols, (height - rows + 1, width - cols + 1)
+        self.rows = rows
+        # band[i, y] = 1 when a patch at cursor row i covers pixel row y (same for columns).
+        self.register_buffer("row_band", band(rows, height), persistent=False)
+        self.register_buffer("col_band", band(cols, width), persistent=False)
         self.cnn = nn.Sequential(
             nn.Conv2d(3 * image_channels + 1, channels, 3, padding=1),
             nn.ReLU(),
@@ -68,11 +78,9 @@ class PainterExtractor(BaseFeaturesExtractor):
 
     def cursor_window(self, cursor: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` map of the pixels under the patch at the cursor, from its one-hot ``(B, rows+cols)``."""
-        row, col = cursor[:, : self.rows], cursor[:, self.rows :]
-        ones = row.new_ones(1, 1, *self.window)
-        grow = nn.functional.conv_transpose2d
-        # A one-hot position spread over an R x R window (transposed conv of the one-hot by ones).
-        return grow((row[:, :, None] * col[:, None, :]).unsqueeze(1), ones)
+        rows = cursor[:, : self.rows] @ self.row_band
+        cols = cursor[:, self.rows :] @ self.col_band
+        return (rows[:, :, None] * cols[:, None, :]).unsqueeze(1)
 
     def forward(self, observations: dict) -> torch.Tensor:
         shape = (-1, *self.image_shape)

@@ -54,3 +54,17 @@ class FlattenMultiDiscrete(gym.ActionWrapper):
 
     def action(self, action) -> np.ndarray:
         return unflatten_actions(action, self.nvec)
+
+
+class HorizonIsTerminal(gym.Wrapper):
+    """Report the painter's fixed horizon as termination rather than truncation.
+
+    The step count is part of the observation, so the horizon belongs to the task: after it no
+    reward remains, and SB3 should not bootstrap a value there (it would for a truncation, from a
+    state its value function never trained on). ``PainterVecEnv(horizon_is_terminal=True)`` does
+    the same for the batched env.
+    """
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return observation, reward, terminated or truncated, False, info

@@ -1,4 +1,5 @@
-"""TensorBoard helpers: animated GIF image summaries (played by the Images tab).
+"""TensorBoard helpers: one writer per run, hyperparameters as text, image grids, the dictionary,
+and animated GIF image summaries of painting rollouts (played by the Images tab).
 
 ``SummaryWriter.add_video`` needs moviepy 1.x and silently writes nothing with moviepy 2.x, so
 rollouts are written as GIF-encoded image summaries, made with Pillow.
@@ -6,10 +7,18 @@ rollouts are written as GIF-encoded image summaries, made with Pillow.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import torch
+import torch.nn.functional as F
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import make_grid
 
+from decoders.dictionary import PatchDictionary
+from decoders.kernel import CanvasGeometry
+from painter_env.animation import rollout_frames
 from painter_env.rendering import gif_bytes
 
 
@@ -18,3 +27,45 @@ def add_gif(writer: SummaryWriter, tag: str, frames: list[np.ndarray], step: int
     height, width = frames[0].shape[:2]
     image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif_bytes(frames, frame_seconds))
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+def make_writer(logdir: str | Path, run_name: str) -> SummaryWriter:
+    """A writer for one run: ``logdir/run_name`` (created if needed)."""
+    path = Path(logdir) / run_name
+    path.mkdir(parents=True, exist_ok=True)
+    return SummaryWriter(str(path))
+
+
+def log_hparams_text(writer: SummaryWriter, hparams: dict) -> None:
+    """Hyperparameters as a markdown table under the Text tab (CleanRL's convention)."""
+    rows = "\n".join(f"|{key}|{value}|" for key, value in hparams.items())
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + rows)
+
+
+def log_image_grid(writer: SummaryWriter, tag: str, images: torch.Tensor, step: int, columns: int = 8) -> None:
+    """Images ``(N, C, H, W)`` in [0, 1] as one grid."""
+    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=columns, pad_value=0.5)
+    writer.add_image(tag, grid, step)
+
+
+def log_dictionary(writer: SummaryWriter, dictionary: PatchDictionary, step: int, tag: str = "dictionary/patches") -> None:
+    """Every (k, b) patch of the dictionary, one prototype per row, levels side by side."""
+    with torch.no_grad():
+        values, _ = dictionary.patches()
+    size = dictionary.patch_size
+    patches = values.view(-1, dictionary.channels, size, size)
+    log_image_grid(writer, tag, F.interpolate(patches, scale_factor=4, mode="nearest"), step,
+                   columns=dictionary.num_levels * max(1, 12 // dictionary.num_levels))
+
+
+def log_rollout_gif(
+    writer: SummaryWriter,
+    tag: str,
+    targets: torch.Tensor,
+    actions: torch.Tensor,
+    dictionary: PatchDictionary,
+    geometry: CanvasGeometry,
+    step: int,
+) -> None:
+    """An animated painting rollout (every image of ``targets`` side by side) under the Images tab."""
+    add_gif(writer, tag, rollout_frames(targets, actions, dictionary, geometry), step)
