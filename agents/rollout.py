@@ -103,12 +103,13 @@ def env_rollout(
     """One episode of every env of a ``PainterVectorEnv`` (``gymnasium.make_vec(...).unwrapped``).
 
     Resets the env (on images ``indices`` if given) and returns the targets and the rollout.
-    Observations are the env's buffers, so the policy reads them before the next step and the
-    targets are cloned.
+    Observations are the env's buffers (flat images), so the policy reads them before the next
+    step and the targets are cloned.
     """
     painter = env.painter
+    shape = (env.num_envs,) + tuple(painter.data.images.shape[1:])
     observation, _ = env.reset(options=None if indices is None else {"indices": indices})
-    targets = observation["target"].clone()
+    targets = observation["target"].view(shape).clone()
     hidden, previous = policy.initial_state(env.num_envs, env.device)
     with torch.no_grad():
         values, support = (tensor.to(env.device) for tensor in painter.dictionary.patches())
@@ -116,11 +117,11 @@ def env_rollout(
     record = ([], [], [], [], [])
     for t in range(painter.max_steps):
         out = policy.step(
-            observation["target"], observation["canvas"], observation["cursor"], hidden, previous,
+            targets, observation["canvas"].view(shape), observation["cursor"], hidden, previous,
             t / painter.max_steps, scorer, mode=mode, generator=generator,
         )
         observation, reward, _, _, _ = env.step(out.action)
         previous, hidden = patch_ids(out.action, painter.dictionary.num_levels), out.hidden
         for store, value in zip(record, (out.action, out.log_prob, out.entropy, out.value, reward)):
             store.append(value)
-    return targets, _stack(*record, observation["canvas"].clone())
+    return targets, _stack(*record, observation["canvas"].view(shape).clone())

@@ -1,0 +1,83 @@
+"""Encoders by name: callables that turn images ``(B, C, H, W)`` into programs ``(B, T, 4)``.
+
+``build_encoder(name, checkpoint, painter, device)`` with ``name``:
+
+- ``"policy"``: the trained RNN policy of a ``train.reinforce`` checkpoint, decoding each factor
+  of the action by its most likely value; a Stable-Baselines3 ``.zip`` agent goes through
+  ``agents.sb3.encoder.sb3_programs``;
+- ``"greedy"``: greedy search (beta -> infinity) with the painter's dictionary;
+- ``"gibbs"``: Gibbs refinement (``agents.gibbs.refine_programs``) of the policy's programs when
+  the checkpoint has a policy, of greedy's otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from agents.greedy import greedy_programs
+from agents.policy import PainterPolicy, PolicyConfig
+from agents.rollout import rollout
+from painter_env.config import Painter
+from train.common.checkpoint import load_checkpoint
+
+ENCODERS = ("policy", "greedy", "gibbs")
+CHECKPOINT_KIND = "painter-reinforce"
+
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+def load_policy(checkpoint: dict, device: torch.device | str) -> PainterPolicy:
+    """The policy stored in a ``train.reinforce`` checkpoint, in eval mode on ``device``."""
+    policy = PainterPolicy(PolicyConfig(**checkpoint["policy_config"]))
+    policy.load_state_dict(checkpoint["policy"])
+    return policy.to(device).eval()
+
+
+def policy_encoder(policy: PainterPolicy, painter: Painter, mode: str = "greedy") -> Encoder:
+    """Programs written by the policy (``mode`` ``"greedy"``: the most likely value of each factor)."""
+    config, geometry = policy.config, painter.geometry
+    wanted = (config.height, config.width, config.patch_size, config.move_radius, config.num_prototypes, config.num_levels)
+    have = (geometry.height, geometry.width, geometry.patch_size, geometry.move_radius,
+            painter.dictionary.num_prototypes, painter.dictionary.num_levels)
+    if wanted != have:
+        raise ValueError(f"the policy was trained for (H, W, R, M, K, L) = {wanted} but the painter has {have}")
+
+    @torch.no_grad()
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        return rollout(policy, images, painter.dictionary, geometry, painter.max_steps, mode=mode).actions
+
+    return encode
+
+
+def build_encoder(
+    name: str,
+    checkpoint: str | Path | dict | None,
+    painter: Painter,
+    device: torch.device | str,
+    gibbs_sweeps: int = 4,
+) -> Encoder:
+    """The encoder ``name`` for ``painter`` (its dictionary, geometry and number of steps)."""
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}: choose one of {ENCODERS}")
+    if name == "policy" and isinstance(checkpoint, (str, Path)) and str(checkpoint).endswith(".zip"):
+        from agents.sb3.encoder import sb3_programs
+
+        return lambda images: sb3_programs(str(checkpoint), images, painter, device)
+    payload = load_checkpoint(checkpoint, CHECKPOINT_KIND) if isinstance(checkpoint, (str, Path)) else checkpoint
+    has_policy = isinstance(payload, dict) and "policy" in payload
+    if name == "policy" and not has_policy:
+        raise ValueError("the policy encoder needs a train.reinforce checkpoint (--checkpoint)")
+    greedy = lambda images: greedy_programs(images, painter.dictionary, painter.geometry, painter.max_steps)[0]  # noqa: E731
+    proposal = policy_encoder(load_policy(payload, device), painter) if has_policy else greedy
+    if name in ("policy", "greedy"):
+        return proposal if name == "policy" else greedy
+
+    def gibbs(images: torch.Tensor) -> torch.Tensor:
+        from agents.gibbs import refine_programs
+
+        return refine_programs(images, proposal(images), painter.dictionary, painter.geometry, sweeps=gibbs_sweeps)
+
+    return gibbs

@@ -1,0 +1,137 @@
+"""Evaluate a trained painter with an encoder on any dataset and split.
+
+    python -m train.evaluate --checkpoint runs/checkpoints/RUN/checkpoint.pt --encoder policy
+    python -m train.evaluate --checkpoint CKPT --encoder greedy --dataset mnist \\
+        --data-root /path/to/mnist --split "test[8000:]" --gif rollout.gif
+
+The painter (dataset, patch size, action space, number of steps) comes from the checkpoint;
+flags override it. Prints a table of SSE, PSNR, bits per image and images per second (and the
+fraction of the optimal return on ``shapes``), writes ``--metrics-json`` and ``--gif``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from agents.encoders import CHECKPOINT_KIND, ENCODERS, Encoder, build_encoder
+from decoders.dictionary import PatchDictionary
+from decoders.kernel import decode
+from painter_env.config import Painter, PainterConfig, build_painter, device_of
+from painter_env.animation import rollout_frames
+from painter_env.rendering import gif_bytes
+from train.common.checkpoint import load_checkpoint
+from train.common.config import arg, parse_args
+from train.common.metrics import program_bits, reconstruction_metrics, write_metrics_json
+
+
+@dataclass
+class Args:
+    checkpoint: str = arg(None, "train.reinforce checkpoint (.pt) or Stable-Baselines3 agent (.zip); "
+                                "optional for --encoder greedy", type=str)
+    encoder: str = arg("policy", "how programs are written", choices=ENCODERS)
+    dataset: str = arg(None, "dataset (default: the checkpoint's): shapes, mnist, fashion-mnist, folder:PATH", type=str)
+    data_root: str = arg(None, "folder holding the dataset files (default: the checkpoint's)", type=str)
+    split: str = arg("test", "split to score, e.g. test, 'test[8000:]'")
+    dictionary: str = arg(None, "dictionary file or checkpoint (default: the checkpoint's)", type=str)
+    steps: int = arg(None, "program length T (default: the checkpoint's)", type=int)
+    num_images: int = arg(None, "score only the first N images of the split", type=int)
+    batch_size: int = arg(256, "images encoded at once")
+    gibbs_sweeps: int = arg(4, "sweeps of Gibbs refinement (--encoder gibbs)")
+    device: str = arg("cpu", "cpu or cuda")
+    gif: str = arg(None, "write an animated GIF of painting rollouts to this path", type=str)
+    gif_images: int = arg(4, "images shown in the GIF")
+    metrics_json: str = arg(None, "write the figures as JSON to this path", type=str)
+
+
+def painter_from_checkpoint(args: Args, payload: dict | None) -> Painter:
+    """The painter to evaluate: the checkpoint's environment with the flags' overrides."""
+    base = dict(payload["env_config"]) if payload else {}
+    overrides = {"dataset": args.dataset, "data_root": args.data_root, "max_steps": args.steps}
+    base.update({key: value for key, value in overrides.items() if value is not None})
+    base["split"] = args.split
+    if args.dictionary is not None:
+        base["dictionary"] = args.dictionary
+    elif payload is not None:
+        base["dictionary"] = PatchDictionary.from_payload(payload["dictionary"])
+    return build_painter(PainterConfig(**base))
+
+
+def evaluate_encoder(
+    encoder: Encoder, images: torch.Tensor, painter: Painter, batch_size: int, device: torch.device, progress: bool = True
+) -> tuple[dict, torch.Tensor]:
+    """Encode ``images`` in batches; return the standard figures and the programs ``(N, T, 4)``."""
+    programs, seconds = [], 0.0
+    for start in tqdm(range(0, len(images), batch_size), desc="encoding", disable=not progress, leave=False):
+        batch = images[start:start + batch_size].to(device)
+        began = time.perf_counter()
+        with torch.no_grad():
+            programs.append(encoder(batch))
+        seconds += time.perf_counter() - began
+    programs = torch.cat(programs).to(device)
+    dictionary = painter.dictionary.to(device)
+    with torch.no_grad():
+        values, support = dictionary.patches()
+        canvases = torch.cat([
+            decode(programs[i:i + batch_size], values, support, dictionary.num_levels, painter.geometry)
+            for i in range(0, len(programs), batch_size)
+        ])
+    geometry = painter.geometry
+    num_actions = geometry.num_moves**2 * dictionary.num_patches
+    images = images.to(device)
+    metrics = reconstruction_metrics(images, canvases, program_bits(programs.shape[1], num_actions), seconds)
+    if painter.data.programs is not None:  # shapes: the optimal return is the blank canvas's SSE
+        blank = images.square().flatten(1).sum(1).mean()
+        metrics["optimal_return_fraction"] = float((blank - metrics["sse"]) / blank)
+    return metrics, programs
+
+
+def save_rollout_gif(path: str | Path, images: torch.Tensor, programs: torch.Tensor, painter: Painter) -> None:
+    """An animated GIF of the programs painting the images (target | canvas | residual)."""
+    frames = rollout_frames(images, programs, painter.dictionary, painter.geometry)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gif_bytes(frames))
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """A markdown table with one row per encoder and the standard figures as columns."""
+    columns = ["sse", "psnr", "bits_per_image", "images_per_second", "num_images", "optimal_return_fraction"]
+    columns = [c for c in columns if any(c in metrics for metrics in rows.values())]
+    lines = ["| encoder | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, metrics in rows.items():
+        cells = [f"{metrics[c]:.4g}" if isinstance(metrics.get(c), float) else str(metrics.get(c, "")) for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(Args, __doc__.split("\n\n")[0], argv)
+    device = device_of(args.device)
+    payload = None
+    if args.checkpoint is not None and not args.checkpoint.endswith(".zip"):
+        payload = load_checkpoint(args.checkpoint, CHECKPOINT_KIND)
+    elif args.encoder != "greedy" and args.checkpoint is None:
+        raise ValueError(f"--encoder {args.encoder} needs --checkpoint")
+    painter = painter_from_checkpoint(args, payload)
+    painter.dictionary.to(device)
+    encoder = build_encoder(args.encoder, payload if payload is not None else args.checkpoint, painter, device,
+                            gibbs_sweeps=args.gibbs_sweeps)
+    images = painter.data.images[: args.num_images]
+    metrics, programs = evaluate_encoder(encoder, images, painter, args.batch_size, device)
+    metrics.update(encoder=args.encoder, dataset=painter.config.dataset, split=args.split, steps=painter.max_steps)
+    print(format_table({args.encoder: metrics}))
+    write_metrics_json(args.metrics_json, metrics)
+    if args.gif:
+        count = min(args.gif_images, len(images))
+        save_rollout_gif(args.gif, images[:count], programs[:count], painter)
+        print(f"rollout GIF: {args.gif}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
