@@ -142,10 +142,9 @@ def paint_(
     """
     old = canvas.gather(2, index)
     new = composite(old, values, support)
-    batch = old.shape[0]
     # (x - old)^2 - (x - new)^2 = (new - old) * (2x - old - new), summed over the window
     both_sides = target.gather(2, index).mul_(2).sub_(old).sub_(new)
-    reward = torch.linalg.vecdot((new - old).view(batch, -1), both_sides.view(batch, -1))
+    reward = torch.linalg.vecdot((new - old).flatten(1), both_sides.flatten(1))
     canvas.scatter_(2, index, new)
     return reward
 

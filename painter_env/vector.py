@@ -90,30 +90,49 @@ class PainterVectorEnv(VectorEnv):
         self._values, self._support = values.detach().to(self.device), support.to(self.device)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
-        """Reset every env; ``options={"indices": tensor}`` picks the images instead of drawing them."""
+        """Reset every env, or those in ``options["reset_mask"]`` (Gymnasium's partial reset).
+
+        ``options["indices"]`` picks the images (one per reset env) instead of drawing them.
+        """
         if seed is not None:
             first = seed[0] if isinstance(seed, (list, tuple)) else seed
             self._generator.manual_seed(int(first))
         options = options or {}
-        self._reset_envs(torch.ones(self.num_envs, dtype=torch.bool, device=self.device), options.get("indices"))
+        mask = options.get("reset_mask")
+        mask = torch.ones(self.num_envs, dtype=torch.bool) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
+        if mask.shape != (self.num_envs,) or not bool(mask.any()):
+            raise ValueError(f"reset_mask must be {self.num_envs} booleans, at least one True")
+        self._reset_envs(mask.to(self.device), options.get("indices"))
         return self._observation(), {"sse": self._sse.clone(), **self._optimal_info()}
 
     def _reset_envs(self, which: torch.Tensor, indices: torch.Tensor | None = None) -> None:
-        count = int(which.sum())
+        """Start new episodes in the envs ``which`` (a bool mask), on images ``indices`` or random ones."""
+        rows = None if bool(which.all()) else which.nonzero().squeeze(1)
+        count = self.num_envs if rows is None else rows.numel()
         if indices is None:
             indices = torch.randint(self._images.shape[0], (count,), generator=self._generator, device=self.device)
         else:
             indices = torch.as_tensor(indices, device=self.device).long()
             if indices.shape != (count,) or (indices < 0).any() or (indices >= self._images.shape[0]).any():
                 raise ValueError(f"indices must be {count} image numbers in 0..{self._images.shape[0] - 1}")
-        self._index[which] = indices
-        self._target[which] = self._images[indices]
-        self._canvas[which] = 0.0
-        self._cursor[which] = self._start
-        self._steps[which] = 0
-        self._sse[which] = self._target[which].square().sum(dim=(1, 2))
-        self._optimal[which] = self._sse[which]
-        self._needs_reset[which] = False
+        targets = self._images.index_select(0, indices)
+        sse = torch.linalg.vecdot(targets.flatten(1), targets.flatten(1))
+        if rows is None:  # the usual case: episodes have one length, so all envs end together
+            self._target.copy_(targets)
+            self._canvas.zero_()
+            self._cursor.copy_(self._start.expand_as(self._cursor))
+            self._steps.zero_()
+            for buffer, values in ((self._index, indices), (self._sse, sse), (self._optimal, sse)):
+                buffer.copy_(values)
+            self._needs_reset.zero_()
+            return
+        self._target.index_copy_(0, rows, targets)
+        self._canvas.index_fill_(0, rows, 0.0)
+        self._cursor.index_copy_(0, rows, self._start.expand(count, 2).contiguous())
+        self._steps.index_fill_(0, rows, 0)
+        for buffer, values in ((self._index, indices), (self._sse, sse), (self._optimal, sse)):
+            buffer.index_copy_(0, rows, values)
+        self._needs_reset.index_fill_(0, rows, False)
 
     def step(self, actions):
         actions = self._checked(actions)
@@ -139,9 +158,11 @@ class PainterVectorEnv(VectorEnv):
         """One kernel call for every env that is painting (all of them except at an autoreset)."""
         if bool(painting.all()):
             return self._paint_rows(actions, self._canvas, self._target, self._cursor, self._sse)
+        reward = torch.zeros(self.num_envs, device=self.device)
+        if not bool(painting.any()):
+            return reward
         rows = painting.nonzero().squeeze(1)
         canvas, cursor, sse = self._canvas[rows], self._cursor[rows], self._sse[rows]
-        reward = torch.zeros(self.num_envs, device=self.device)
         reward[rows] = self._paint_rows(actions[rows], canvas, self._target[rows], cursor, sse)
         self._canvas[rows], self._cursor[rows], self._sse[rows] = canvas, cursor, sse
         return reward

@@ -73,6 +73,22 @@ def test_same_step_autoreset_returns_final_observations():
     torch.testing.assert_close(total, info["final_info"]["optimal_return"] - sse_final, atol=1e-4, rtol=1e-4)
 
 
+def test_partial_reset_restarts_only_the_masked_envs():
+    env = gymnasium.make_vec("Painter-v0", num_envs=5, **SMALL_SHAPES)
+    env.reset(seed=4, options={"indices": torch.arange(5)})
+    before, *_ = env.step(torch.tensor([[1, 1, 0, 2]] * 5))
+    before = {key: value.clone() for key, value in before.items()}
+    mask = torch.tensor([True, False, True, False, False])
+    after, info = env.reset(options={"reset_mask": mask, "indices": torch.tensor([7, 8])})
+    assert after["step"].tolist() == [0, 1, 0, 1, 1]
+    assert (after["canvas"][mask] == 0).all() and torch.equal(after["canvas"][~mask], before["canvas"][~mask])
+    images = env.unwrapped.painter.data.images.flatten(1)
+    assert torch.equal(after["target"][mask], images[[7, 8]])
+    torch.testing.assert_close(info["sse"][mask], images[[7, 8]].square().sum(1))
+    with pytest.raises(ValueError, match="reset_mask"):
+        env.reset(options={"reset_mask": torch.zeros(5, dtype=torch.bool)})
+
+
 def test_rewards_add_up_to_the_sse_drop_over_many_envs():
     env = gymnasium.make_vec("Painter-v0", num_envs=64, dataset="shapes", max_steps=12)
     generator = torch.Generator().manual_seed(3)
