@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import gymnasium as gym
@@ -9,7 +10,16 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from decoders.kernel import move_cursor, paint_, patch_ids, position_index, select_patches, table_on, window_index
+from decoders.kernel import (
+    CanvasGeometry,
+    move_cursor,
+    paint_,
+    patch_ids,
+    position_index,
+    select_patches,
+    table_on,
+    window_index,
+)
 from painter_env.config import Painter, PainterConfig, build_painter
 from painter_env.rendering import render_frame
 
@@ -33,6 +43,16 @@ def action_space(painter: Painter) -> spaces.MultiDiscrete:
     """``MultiDiscrete([2M+1, 2M+1, K, L])``: move rows, move columns, prototype, code level."""
     moves = painter.geometry.num_moves
     return spaces.MultiDiscrete([moves, moves, painter.dictionary.num_prototypes, painter.dictionary.num_levels])
+
+
+@lru_cache(maxsize=16)
+def window_views(geometry: CanvasGeometry, channels: int) -> tuple[torch.Tensor, ...]:
+    """The kernel's window index for every cursor position, built once per geometry.
+
+    A single env paints one window per step: looking its index up is cheaper than rebuilding it.
+    """
+    table = table_on(geometry, "cpu")
+    return tuple(window_index(table, position, channels) for position in range(table.shape[0]))
 
 
 ACTION_COMPONENTS = ("di (row move)", "dj (column move)", "k (prototype)", "b (code level)")
@@ -103,9 +123,7 @@ class PainterEnv(gym.Env):
         self._nvec = self.action_space.nvec
         self._geometry = self.painter.geometry
         self._images = self.painter.data.images.flatten(2)
-        table, channels = table_on(self._geometry, "cpu"), self._images.shape[1]
-        # one env paints one window at a time: look the kernel's index views up instead of rebuilding them
-        self._windows = [window_index(table, position, channels) for position in range(table.shape[0])]
+        self._windows = window_views(self._geometry, self._images.shape[1])
         self.refresh_dictionary()
         self._levels = self.painter.dictionary.num_levels
         self._index = 0

@@ -9,7 +9,15 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from decoders.kernel import move_cursor, paint_, patch_ids, position_index, select_patches, table_on, window_index
+from decoders.kernel import (
+    move_cursor,
+    paint_,
+    patch_ids,
+    position_index,
+    select_patches,
+    table_on,
+    window_index,
+)
 from painter_env.config import PainterConfig, build_painter, device_of
 from painter_env.env import action_space, invalid_action_message, observation_space
 from painter_env.rendering import render_frame
