@@ -213,7 +213,7 @@ def main(argv=None) -> dict:
             returns = batch.rewards.sum(-1).detach()
             sse = float(batch.sse.detach().mean())
             blank = float(targets.square().flatten(1).sum(1).mean())
-            bar.set_postfix(sse=f"{sse:.3f}", entropy=f"{float(batch.entropy.sum(-1).mean()):.2f}")
+            bar.set_postfix(sse=f"{sse:.3f}", entropy=f"{float(batch.entropy.detach().sum(-1).mean()):.2f}")
             elapsed = time.perf_counter() - began
             if logging:
                 step = iteration + 1

@@ -1,0 +1,67 @@
+"""``python -m train.evaluate`` and the encoder registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import train.evaluate as evaluate
+import train.reinforce as reinforce
+from agents.encoders import build_encoder
+from painter_env.config import PainterConfig, build_painter
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("evaluate")
+    metrics = reinforce.main([
+        "--image-size", "12", "--patch-size", "4", "--steps", "3", "--batch-size", "4", "--samples", "2",
+        "--iterations", "1", "--eval-images", "10", "--hidden-size", "16", "--run-name", "tiny",
+        "--logdir", str(folder / "runs"), "--checkpoint-dir", str(folder / "ck"),
+    ])
+    return folder, folder / "ck" / "tiny" / "checkpoint.pt", metrics
+
+
+def test_policy_scores_like_the_trainer_and_writes_json_and_gif(trained):
+    folder, checkpoint, trainer_metrics = trained
+    out = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "policy", "--num-images", "10",
+                         "--metrics-json", str(folder / "policy.json"), "--gif", str(folder / "rollout.gif")])
+    assert out["sse"] == pytest.approx(trainer_metrics["sse"], rel=1e-5)
+    written = json.loads((folder / "policy.json").read_text())
+    for key in ("sse", "psnr", "bits_per_image", "images_per_second", "num_images", "optimal_return_fraction"):
+        assert key in written
+    with Image.open(folder / "rollout.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames >= 4  # blank canvas + 3 steps (+ held last frame)
+
+
+def test_greedy_with_the_checkpoint_dictionary_beats_nothing(trained):
+    _, checkpoint, _ = trained
+    out = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "greedy", "--num-images", "10"])
+    assert out["optimal_return_fraction"] > 0.5
+    assert out["steps"] == 3 and out["num_images"] == 10
+
+
+def test_greedy_needs_no_checkpoint():
+    out = evaluate.main(["--encoder", "greedy", "--num-images", "4", "--steps", "2"])
+    assert out["num_images"] == 4 and out["sse"] >= 0
+
+
+def test_gibbs_refines_the_policy_programs(trained):
+    pytest.importorskip("agents.gibbs")
+    _, checkpoint, _ = trained
+    out = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "gibbs", "--num-images", "6", "--gibbs-sweeps", "1"])
+    assert out["num_images"] == 6
+
+
+def test_bad_requests_raise_value_errors(trained):
+    _, checkpoint, _ = trained
+    with pytest.raises(ValueError, match="needs --checkpoint"):
+        evaluate.main(["--encoder", "policy"])
+    payload = torch.load(checkpoint, weights_only=True)
+    with pytest.raises(ValueError, match="unknown encoder"):
+        build_encoder("beam", payload, None, "cpu")
+    with pytest.raises(ValueError, match="trained for"):
+        build_encoder("policy", payload, build_painter(PainterConfig()), "cpu")  # 28x28, the policy knows 12x12

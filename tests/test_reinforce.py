@@ -1,0 +1,115 @@
+"""``python -m train.reinforce``: checkpoints, exact resume, Ctrl-C, TensorBoard, metrics JSON."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import painter_env  # noqa: F401
+import train.reinforce as reinforce
+
+TINY = ["--image-size", "12", "--patch-size", "4", "--steps", "2", "--batch-size", "4", "--samples", "2",
+        "--eval-images", "8", "--log-every", "2", "--image-every", "2", "--save-every", "2", "--hidden-size", "16"]
+
+
+def _run(tmp_path, name, *extra):
+    argv = TINY + ["--logdir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck"),
+                   "--run-name", name, "--metrics-json", str(tmp_path / f"{name}.json"), *extra]
+    return reinforce.main(argv)
+
+
+def _checkpoint(tmp_path, name):
+    return torch.load(tmp_path / "ck" / name / "checkpoint.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("reinforce")
+    metrics = _run(tmp_path, "full", "--iterations", "4")
+    return tmp_path, metrics
+
+
+def test_checkpoint_loads_with_weights_only_and_builds_an_env(uninterrupted):
+    tmp_path, _ = uninterrupted
+    payload = _checkpoint(tmp_path, "full")
+    for key in ("dictionary", "env_config", "policy_config", "policy", "optimizer", "rng", "iteration"):
+        assert key in payload
+    assert payload["iteration"] == 4
+    env = gymnasium.make("Painter-v0", dictionary=str(tmp_path / "ck" / "full" / "checkpoint.pt"),
+                         image_size=12, patch_size=4)
+    assert env.unwrapped.painter.dictionary.num_prototypes == 12
+
+
+def test_metrics_json_has_the_standard_figures(uninterrupted):
+    tmp_path, metrics = uninterrupted
+    written = json.loads((tmp_path / "full.json").read_text())
+    for key in ("sse", "psnr", "bits_per_image", "images_per_second", "num_images", "wall_seconds",
+                "optimal_return_fraction"):
+        assert key in written
+    assert written["num_images"] == 8 and written["sse"] == pytest.approx(metrics["sse"])
+
+
+def test_tensorboard_has_scalars_images_and_an_animated_rollout(uninterrupted):
+    tmp_path, _ = uninterrupted
+    events = EventAccumulator(str(tmp_path / "runs" / "full"), size_guidance={"images": 0}).Reload()
+    tags = events.Tags()
+    for scalar in ("charts/sse", "charts/optimal_return_fraction", "losses/encoder", "policy/entropy",
+                   "policy/gradient_variance", "dictionary/usage_entropy_bits", "eval/sse"):
+        assert scalar in tags["scalars"], scalar
+    for image in ("images/targets", "images/reconstructions", "dictionary/patches", "rollouts/painting"):
+        assert image in tags["images"], image
+    assert events.Images("rollouts/painting")[0].encoded_image_string.startswith(b"GIF89a")
+    assert "hyperparameters/text_summary" in tags["tensors"]
+
+
+def test_resume_ends_like_an_uninterrupted_run(uninterrupted, tmp_path):
+    full_path, full_metrics = uninterrupted
+    _run(tmp_path, "part", "--iterations", "2")
+    resumed = reinforce.main(["--resume", str(tmp_path / "ck" / "part" / "checkpoint.pt"), "--iterations", "4"])
+    full, part = _checkpoint(full_path, "full"), _checkpoint(tmp_path, "part")
+    assert part["iteration"] == 4
+    for name, value in full["policy"].items():
+        assert torch.equal(value, part["policy"][name]), name
+    assert torch.equal(full["dictionary"]["state"]["mean"], part["dictionary"]["state"]["mean"])
+    assert resumed["sse"] == full_metrics["sse"]
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(uninterrupted, tmp_path, monkeypatch):
+    full_path, _ = uninterrupted
+    calls = {"count": 0}
+    original = reinforce.sample_batch
+
+    def interrupted(*args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(reinforce, "sample_batch", interrupted)
+    assert _run(tmp_path, "stopped", "--iterations", "4") == {}
+    assert _checkpoint(tmp_path, "stopped")["iteration"] == 2
+    monkeypatch.setattr(reinforce, "sample_batch", original)
+    reinforce.main(["--resume", str(tmp_path / "ck" / "stopped" / "checkpoint.pt"), "--iterations", "4"])
+    full, stopped = _checkpoint(full_path, "full"), _checkpoint(tmp_path, "stopped")
+    for name, value in full["policy"].items():
+        assert torch.equal(value, stopped["policy"][name]), name
+
+
+@pytest.mark.parametrize("estimator", ["reinforce", "vimco"])
+def test_other_estimators_train_and_freeze_keeps_the_dictionary(tmp_path, estimator):
+    _run(tmp_path, estimator, "--iterations", "2", "--estimator", estimator, "--freeze-dictionary",
+         "--baseline", "value", "--entropy-coef", "0.01")
+    payload = _checkpoint(tmp_path, estimator)
+    start = gymnasium.make("Painter-v0", image_size=12, patch_size=4).unwrapped.painter.dictionary
+    assert torch.equal(payload["dictionary"]["state"]["mean"], start.mean.detach())
+
+
+def test_bad_arguments_raise_value_errors(tmp_path):
+    with pytest.raises(ValueError, match="batch-size"):
+        _run(tmp_path, "bad", "--batch-size", "3")
+    with pytest.raises(SystemExit):
+        _run(tmp_path, "bad", "--estimator", "ppo")
