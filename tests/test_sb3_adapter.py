@@ -9,7 +9,7 @@ import painter_env  # noqa: F401  (registers Painter-v0)
 from agents.sb3.vec_env import PainterVecEnv
 from agents.sb3.wrappers import FlattenMultiDiscrete, flat_action_count, flatten_actions, unflatten_actions
 
-KWARGS = dict(image_size=10, patch_size=3, max_steps=3, max_shapes=2, move_radius=2)
+KWARGS = dict(image_size=10, patch_size=3, max_steps=3, max_shapes=2, move_radius=2, split="test")
 NUM_ENVS = 4
 
 

@@ -1,6 +1,9 @@
-"""SB3 callbacks for the painter: animated painting rollouts and final SSE in TensorBoard, a tqdm bar."""
+"""SB3 callbacks for the painter: animated painting rollouts and final SSE in TensorBoard, a tqdm bar,
+a wall-clock budget."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -97,3 +100,19 @@ class TqdmCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         self.bar.close()
+
+
+class TimeBudgetCallback(BaseCallback):
+    """Stops training once ``seconds`` of wall-clock time have passed since training started."""
+
+    def __init__(self, seconds: float, verbose: int = 0):
+        super().__init__(verbose)
+        if seconds <= 0:
+            raise ValueError(f"the time budget must be positive, got {seconds} seconds")
+        self.seconds = seconds
+
+    def _on_training_start(self) -> None:
+        self._deadline = time.perf_counter() + self.seconds
+
+    def _on_step(self) -> bool:
+        return time.perf_counter() < self._deadline

@@ -1,0 +1,151 @@
+"""SB3 agents on the painter: the extractor, PPO/A2C/DQN runs, learning on tiny shapes, the encoder."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from stable_baselines3 import A2C, DQN, PPO
+from stable_baselines3.common.preprocessing import preprocess_obs
+
+import painter_env  # noqa: F401  (registers Painter-v0)
+from agents.sb3 import FlattenMultiDiscrete, PainterExtractor, PainterVecEnv, painter_policy_kwargs, sb3_programs
+from agents.sb3.encoder import policy_programs, saved_algorithm
+from agents.sb3.wrappers import HorizonIsTerminal
+
+TINY = dict(image_size=8, patch_size=4, max_shapes=1, max_steps=1, num_levels=1, split="test")
+SMALL = dict(image_size=10, patch_size=3, max_steps=3, max_shapes=2, move_radius=2, split="test")
+SMALL_POLICY = painter_policy_kwargs(cnn_features=32, channels=8)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: much faster than two on a busy 2-core machine; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("size, patch, channels", [(8, 4, 1), (12, 3, 1), (28, 7, 1), (9, 3, 3)])
+def test_extractor_handles_small_images(size, patch, channels):
+    observation_space = gym.make("Painter-v0", image_size=size, patch_size=patch).observation_space
+    if channels == 3:  # an RGB painter's observation space, as a folder dataset would give
+        image = spaces.Box(0.0, 1.0, (3 * size * size,), np.float32)
+        observation_space = spaces.Dict({**observation_space.spaces, "target": image, "canvas": image})
+    extractor = PainterExtractor(observation_space, cnn_features=16, channels=4)
+    assert extractor.image_shape == (channels, size, size)
+    batch = {key: torch.as_tensor(np.stack([observation_space[key].sample() for _ in range(5)]))
+             for key in observation_space.spaces}
+    features = extractor(preprocess_obs(batch, observation_space))
+    assert features.shape == (5, extractor.features_dim)
+    assert torch.isfinite(features).all()
+
+
+def test_cursor_window_marks_the_patch_under_the_cursor():
+    space = gym.make("Painter-v0", image_size=10, patch_size=3).observation_space
+    extractor = PainterExtractor(space)
+    observation = {key: torch.as_tensor(np.asarray(space[key].sample())[None]) for key in space.spaces}
+    observation["cursor"] = torch.tensor([[6, 2]])
+    window = extractor.cursor_window(preprocess_obs(observation, space)["cursor"])[0, 0]
+    expected = torch.zeros(10, 10)
+    expected[6:9, 2:5] = 1
+    assert torch.equal(window, expected)
+
+
+def test_ppo_and_a2c_run_on_the_single_env():
+    env = gym.make("Painter-v0", **SMALL)
+    for algorithm, extra in ((PPO, dict(n_steps=64, batch_size=32, n_epochs=2)), (A2C, dict(n_steps=8))):
+        model = algorithm("MultiInputPolicy", env, policy_kwargs=SMALL_POLICY, seed=0, **extra).learn(192)
+        action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
+        assert env.action_space.contains(action)
+        assert model.num_timesteps >= 192
+
+
+def test_dqn_runs_with_flattened_actions_single_and_batched():
+    single = FlattenMultiDiscrete(HorizonIsTerminal(gym.make("Painter-v0", **SMALL)))
+    batched = PainterVecEnv(8, flatten_actions=True, horizon_is_terminal=True, **SMALL)
+    for env in (single, batched):
+        model = DQN("MultiInputPolicy", env, policy_kwargs=SMALL_POLICY, learning_starts=64, buffer_size=1000,
+                    batch_size=32, seed=0).learn(300)
+        assert model.num_timesteps >= 300
+        assert model.action_space.n == 5 * 5 * 12 * 3
+
+
+def episode_returns(venv: PainterVecEnv, choose, seeds) -> np.ndarray:
+    """Returns of one-step episodes on the images drawn after ``venv.seed(seed)``, actions ``choose(obs)``."""
+    returns = []
+    for seed in seeds:
+        venv.seed(seed)
+        returns.append(venv.step(choose(venv.reset()))[1])
+    return np.concatenate(returns)
+
+
+def test_ppo_beats_a_random_policy_on_tiny_shapes():
+    venv = PainterVecEnv(64, horizon_is_terminal=True, **TINY)
+    venv.seed(0)
+    model = PPO("MultiInputPolicy", venv, n_steps=4, batch_size=128, n_epochs=4, learning_rate=1e-3, gamma=1.0,
+                ent_coef=0.01, policy_kwargs=painter_policy_kwargs(cnn_features=64, channels=8), seed=0)
+    evaluation = PainterVecEnv(256, **TINY)
+    rng = np.random.default_rng(0)
+    seeds = [1, 2, 3, 4]
+    greedy = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
+    random = episode_returns(evaluation, lambda obs: rng.integers(0, evaluation.action_space.nvec, (256, 4)), seeds)
+    untrained = episode_returns(evaluation, greedy, seeds)
+    model.learn(8192)
+    trained = episode_returns(evaluation, greedy, seeds)
+    # 1024 returns each: standard errors ~0.08 (random) and ~0.05 (trained), so a margin of 1.0 is
+    # over ten of them; a policy that does not learn stays near the random mean (about -2.6).
+    assert trained.mean() > random.mean() + 1.0
+    assert trained.mean() > untrained.mean() + 1.0
+    assert trained.mean() > 0.0
+
+
+def test_sb3_programs_reproduce_the_env_rollout(tmp_path):
+    venv = PainterVecEnv(6, horizon_is_terminal=True, **SMALL)
+    model = PPO("MultiInputPolicy", venv, n_steps=8, batch_size=48, policy_kwargs=SMALL_POLICY, seed=0).learn(96)
+    path = tmp_path / "ppo.zip"
+    model.save(path)
+    venv.set_options([{"index": i} for i in range(6)])
+    obs = venv.reset()
+    actions = []
+    for _ in range(SMALL["max_steps"]):
+        action = model.predict(obs, deterministic=True)[0]
+        actions.append(action)
+        obs, _, dones, infos = venv.step(action)
+    assert dones.all()
+    painter = venv.painter
+    programs = sb3_programs(path, painter.data.images[:6], painter, "cpu")
+    assert programs.dtype == torch.long and programs.shape == (6, SMALL["max_steps"], 4)
+    assert torch.equal(programs, torch.as_tensor(np.stack(actions, axis=1)))
+    from decoders.kernel import decode
+    from train.common.metrics import sse_per_image
+
+    values, support = painter.dictionary.patches()
+    canvases = decode(programs, values.detach(), support, painter.dictionary.num_levels, painter.geometry)
+    sse = sse_per_image(painter.data.images[:6], canvases)
+    np.testing.assert_allclose(sse.numpy(), [info["sse"] for info in infos], rtol=1e-4, atol=1e-4)
+
+
+def test_saved_algorithm_is_read_from_the_file(tmp_path):
+    env = PainterVecEnv(2, flatten_actions=True, **SMALL)
+    DQN("MultiInputPolicy", env, policy_kwargs=SMALL_POLICY, buffer_size=100).save(tmp_path / "dqn.zip")
+    A2C("MultiInputPolicy", PainterVecEnv(2, **SMALL), policy_kwargs=SMALL_POLICY).save(tmp_path / "a2c.zip")
+    assert saved_algorithm(tmp_path / "dqn.zip") == "dqn"
+    assert saved_algorithm(tmp_path / "a2c.zip") == "a2c"
+    programs = sb3_programs(tmp_path / "dqn.zip", env.painter.data.images[:3], env.painter)
+    assert programs.shape == (3, SMALL["max_steps"], 4)
+    assert bool((programs < torch.as_tensor(env.nvec)).all()) and bool((programs >= 0).all())
+    (tmp_path / "junk.zip").write_text("not a model")
+    with pytest.raises(ValueError, match="not a saved Stable-Baselines3 model"):
+        saved_algorithm(tmp_path / "junk.zip")
+
+
+def test_policy_programs_rejects_mismatched_images_or_painter():
+    venv = PainterVecEnv(2, **SMALL)
+    model = PPO("MultiInputPolicy", venv, policy_kwargs=SMALL_POLICY, n_steps=8, batch_size=16)
+    with pytest.raises(ValueError, match="images must be"):
+        policy_programs(model, torch.zeros(2, 1, 9, 9), venv.painter)
+    other = PainterVecEnv(2, **{**SMALL, "max_steps": 5}).painter
+    with pytest.raises(ValueError, match="trained on observations"):
+        policy_programs(model, other.data.images[:2], other)
