@@ -80,12 +80,14 @@ class PatchDictionary(nn.Module):
     def patches(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every (k, b) patch, flattened: values ``(K*L, C, R*R)`` and support ``(K*L, 1, R*R)``.
 
+        The support is 0/1 in the values' dtype (blending with it is faster than masking).
+
         Row ``k * L + b`` is prototype k with code level b. Differentiable in ``mean`` and ``basis``.
         """
         values = self.mean.unsqueeze(1) + self.levels.view(1, -1, 1, 1, 1) * self.basis.unsqueeze(1)
         values = values.clamp(0.0, 1.0) * self.mask.unsqueeze(1)
         count, channels, size = self.num_patches, self.channels, self.patch_size
-        support = self.mask.unsqueeze(1).expand(-1, self.num_levels, -1, -1, -1)
+        support = self.mask.unsqueeze(1).expand(-1, self.num_levels, -1, -1, -1).to(values.dtype)
         return values.reshape(count, channels, size * size), support.reshape(count, 1, size * size)
 
     def config(self) -> dict:

@@ -123,8 +123,17 @@ def select_patches(
 
 
 def composite(old: torch.Tensor, values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """Last write wins: the new values inside the support, the old ones outside."""
-    return torch.where(support, values, old)
+    """Last write wins: the new values inside the support (1), the old ones outside (0).
+
+    ``lerp`` with a 0/1 weight returns either end exactly, and runs several times faster on the
+    CPU than ``torch.where`` with a boolean mask; integer canvases (step numbers) use the same
+    blend in integer arithmetic.
+    """
+    if support.dtype != old.dtype:
+        support = support.to(old.dtype)  # boolean supports are accepted too, at a cost
+    if old.is_floating_point():
+        return torch.lerp(old, values, support)
+    return old + support * (values - old)
 
 
 def paint_(
@@ -137,8 +146,8 @@ def paint_(
     """Paint one patch per batch element in place and return the reward (decrease of the SSE).
 
     ``canvas`` and ``target`` are flat ``(B, C, H*W)``; ``index`` comes from :func:`window_index`;
-    ``values`` ``(B, C, R*R)`` and ``support`` ``(B, 1, R*R)`` are the chosen patches. Only the
-    window is read and written.
+    ``values`` ``(B, C, R*R)`` and ``support`` ``(B, 1, R*R)`` (0/1 floats) are the chosen patches.
+    Only the window is read and written.
     """
     old = canvas.gather(2, index)
     new = composite(old, values, support)

@@ -108,7 +108,7 @@ def test_decode_gradient_reaches_only_the_last_writer():
     for t in range(actions.shape[1]):
         index = window_index(table, position_index(path[:, t], geometry), 1)
         old = canvas.gather(2, index)
-        canvas = canvas.scatter(2, index, torch.where(support[ids[:, t]], values[ids[:, t]], old))
+        canvas = canvas.scatter(2, index, torch.where(support[ids[:, t]].bool(), values[ids[:, t]], old))
     reference_loss = (target.flatten(2) - canvas).square().sum()
     reference_grads = torch.autograd.grad(reference_loss, [dictionary.mean, dictionary.basis])
     for got, expected in zip(grads, reference_grads):
