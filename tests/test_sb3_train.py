@@ -6,7 +6,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.sb3.encoder import load_sb3_model
+from agents.sb3.encoder import load_sb3_model, sb3_env_config
 from painter_env.config import PainterConfig, build_painter
 from train import sb3
 
@@ -42,10 +42,11 @@ def test_ppo_trains_logs_a_painting_animation_saves_and_scores(tmp_path):
     assert len(gifs) >= 2 and gifs[0].encoded_image_string[:6] == b"GIF89a"
     assert "rollout/final_sse" in events.Tags()["scalars"] and "eval/sse" in events.Tags()["scalars"]
 
-    # The saved agent scores the same when loaded again (deterministic actions).
+    # The saved agent, with its recorded painter settings, scores the same again (deterministic actions).
     model = load_sb3_model(metrics["model"])
-    eval_painter = build_painter(PainterConfig(image_size=10, patch_size=3, max_shapes=2, max_steps=2,
-                                               split="test[1000:]"))
+    config = sb3_env_config(metrics["model"])
+    assert config["image_size"] == 10 and config["split"] == "test[:1000]"
+    eval_painter = build_painter(PainterConfig(**{**config, "split": "test[1000:]"}))
     again = sb3.evaluate(model, eval_painter, 64)
     assert again["sse"] == pytest.approx(metrics["sse"], rel=1e-5)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import inspect
+import json
 import math
 import time
 import tomllib
@@ -30,7 +31,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 import painter_env  # noqa: F401  (registers Painter-v0)
 from agents.sb3.callbacks import FinalSSECallback, PaintingGifCallback, TimeBudgetCallback, TqdmCallback
-from agents.sb3.encoder import load_sb3_model, policy_programs
+from agents.sb3.encoder import env_config_path, load_sb3_model, policy_programs
 from agents.sb3.extractor import painter_policy_kwargs
 from agents.sb3.vec_env import PainterVecEnv
 from agents.sb3.wrappers import FlattenMultiDiscrete, HorizonIsTerminal
@@ -202,6 +203,14 @@ def single_env_maker(kwargs: dict, flatten: bool, horizon_is_terminal: bool):
     return make
 
 
+def save_env_config(model_path: Path, painter: Painter) -> None:
+    """Write the painter settings and dictionary beside the model (read by ``sb3_env_config``)."""
+    dictionary_path = model_path.with_suffix(".dictionary.pt")
+    painter.dictionary.save(dictionary_path)
+    config = {**painter.config.to_dict(), "dictionary": str(dictionary_path)}
+    env_config_path(model_path).write_text(json.dumps(config, indent=2) + "\n")
+
+
 def evaluate(model, painter: Painter, count: int | None) -> dict:
     """Roll the agent out (deterministic) on the painter's images; the standard figures."""
     images = painter.data.images[:count]
@@ -261,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
     save_path = Path(args.save or Path(model.logger.dir or args.logdir) / "model.zip")
     save_path.parent.mkdir(parents=True, exist_ok=True)
     model.save(save_path)
+    save_env_config(save_path, train_painter)
     venv.close()
 
     metrics = evaluate(model, eval_painter, args.eval_images)

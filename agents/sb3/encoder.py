@@ -93,6 +93,21 @@ def _rollout(model: BaseAlgorithm, targets: torch.Tensor, painter: Painter) -> t
     return torch.stack(actions, dim=1)
 
 
+def env_config_path(model_path: str | Path) -> Path:
+    """Where ``train.sb3`` writes the painter settings of ``MODEL.zip``: ``MODEL.env.json``."""
+    return Path(model_path).with_suffix(".env.json")
+
+
+def sb3_env_config(model_path: str | Path) -> dict | None:
+    """``Painter-v0`` keyword arguments the agent was trained with (``None`` if not recorded).
+
+    ``dictionary`` is the path of the training dictionary saved beside the model, so a painter
+    built from these settings on another split paints with the agent's patches.
+    """
+    path = env_config_path(model_path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def sb3_programs(
     model_path: str | Path, images: torch.Tensor, painter: Painter, device: str | torch.device = "cpu"
 ) -> torch.Tensor:

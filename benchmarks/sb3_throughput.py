@@ -1,0 +1,178 @@
+"""PPO throughput on the painter: the batched SB3 adapter vs ``DummyVecEnv`` and ``SubprocVecEnv``.
+
+    python -m benchmarks.sb3_throughput --n-envs 64 256 --json sb3_throughput.json
+
+For each number of envs and each vectorisation, PPO (same hyperparameters, from
+``train/configs/ppo.toml``) runs ``--rollouts`` iterations; the table gives env steps per second
+of rollout collection (SB3's ``collect_rollouts``: env steps and policy forward passes, no
+training) and of the whole ``learn()``, and the speed-up of the batched adapter over the better
+of the other two. Backends are measured in turn, ``--repeats`` times, and medians reported (the
+machine may be shared). ``SubprocVecEnv`` runs one process per env, so it is skipped above
+``--subproc-max-envs``.
+
+``--quality`` also trains PPO with ``python -m train.sb3`` for ``--budget-seconds`` on ``shapes``
+(fraction of the optimal return on ``test``) and on MNIST (SSE on ``test[8000:]``, fitted on
+``test[:8000]``); ``--reference NAME=METRICS.json`` adds rows from other encoders' metrics files
+(e.g. the RNN encoder's ``train.reinforce --metrics-json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
+
+import painter_env  # noqa: F401  (registers Painter-v0)
+from agents.sb3.extractor import painter_policy_kwargs
+from agents.sb3.vec_env import PainterVecEnv
+from train import sb3
+from train.common.metrics import write_metrics_json
+
+BACKENDS = ("batched", "dummy", "subproc")
+MNIST_ROOT = "/work/shared/data/mnist"
+
+
+class RolloutTimer(BaseCallback):
+    """Wall-clock time of each rollout collection (``on_rollout_start`` to ``on_rollout_end``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.durations: list[float] = []
+
+    def _on_rollout_start(self) -> None:
+        self._start = time.perf_counter()
+
+    def _on_rollout_end(self) -> None:
+        self.durations.append(time.perf_counter() - self._start)
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def make_venv(backend: str, n_envs: int, env_kwargs: dict):
+    if backend == "batched":
+        venv = PainterVecEnv(n_envs, horizon_is_terminal=True, **env_kwargs)
+    else:
+        makers = [sb3.single_env_maker(env_kwargs, flatten=False, horizon_is_terminal=True) for _ in range(n_envs)]
+        venv = DummyVecEnv(makers) if backend == "dummy" else SubprocVecEnv(makers, start_method="fork")
+    venv.seed(0)
+    return VecMonitor(venv)
+
+
+def measure(backend: str, n_envs: int, rollouts: int, env_kwargs: dict, params: dict) -> dict:
+    """Env steps/s of rollout collection and of ``learn()`` (the first, warm-up rollout is left out)."""
+    venv = make_venv(backend, n_envs, env_kwargs)
+    algo_kwargs = {key: value for key, value in params.items() if key not in sb3.RUN_KEYS}
+    algo_kwargs["batch_size"] = min(algo_kwargs.get("batch_size", 64), algo_kwargs["n_steps"] * n_envs)
+    model = PPO("MultiInputPolicy", venv, policy_kwargs=painter_policy_kwargs(**params.get("policy_kwargs", {})),
+                seed=0, verbose=0, **algo_kwargs)
+    per_rollout = algo_kwargs["n_steps"] * n_envs
+    model.learn(per_rollout)  # warm-up: first forward passes, buffers, worker start
+    timer = RolloutTimer()
+    start = time.perf_counter()
+    model.learn(rollouts * per_rollout, callback=timer, reset_num_timesteps=False)
+    learn_seconds = time.perf_counter() - start
+    venv.close()
+    return {"collect": rollouts * per_rollout / sum(timer.durations), "learn": rollouts * per_rollout / learn_seconds}
+
+
+def throughput_rows(args, env_kwargs: dict, params: dict) -> list[dict]:
+    rows = []
+    for n_envs in args.n_envs:
+        backends = [b for b in args.backends if b != "subproc" or n_envs <= args.subproc_max_envs]
+        samples = {backend: [] for backend in backends}
+        for _ in range(args.repeats):
+            for backend in backends:
+                samples[backend].append(measure(backend, n_envs, args.rollouts, env_kwargs, params))
+        medians = {backend: {key: statistics.median(s[key] for s in runs) for key in ("collect", "learn")}
+                   for backend, runs in samples.items()}
+        others = [b for b in backends if b != "batched"]
+        for backend in backends:
+            row = {"n_envs": n_envs, "backend": backend, "collect_steps_per_second": medians[backend]["collect"],
+                   "learn_steps_per_second": medians[backend]["learn"], "repeats": args.repeats}
+            if backend == "batched" and others:
+                best = max(others, key=lambda b: medians[b]["collect"])
+                row["collect_speedup"] = medians[backend]["collect"] / medians[best]["collect"]
+                row["learn_speedup"] = medians[backend]["learn"] / max(medians[b]["learn"] for b in others)
+                row["compared_with"] = best
+            rows.append(row)
+    return rows
+
+
+def quality_rows(args) -> list[dict]:
+    """PPO trained by ``train.sb3`` for the budget on shapes and MNIST, then scored on the eval split."""
+    runs = {
+        "shapes": ["--dataset", "shapes", "--split", "train", "--eval-split", "test"],
+        "mnist": ["--dataset", "mnist", "--data-root", args.mnist_root, "--split", "test[:8000]",
+                  "--eval-split", "test[8000:]"],
+    }
+    rows = []
+    for dataset in args.quality_datasets if args.quality else []:
+        metrics = sb3.main(["--algo", "ppo", *runs[dataset], "--max-seconds", str(args.budget_seconds),
+                            "--total-timesteps", "100000000", "--logdir", args.logdir, "--no-progress",
+                            "--run-name", f"benchmark_ppo_{dataset}"])
+        rows.append({"encoder": "SB3 PPO", "dataset": dataset, **metrics})
+    for item in args.reference:
+        name, _, path = item.partition("=")
+        metrics = json.loads(Path(path).read_text())
+        rows.append({"encoder": name, **metrics})
+    return rows
+
+
+def markdown(rows: list[dict], columns: list[str]) -> str:
+    def cell(value) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-envs", type=int, nargs="+", default=[64, 256], help="numbers of parallel envs")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS, help="vectorisations")
+    parser.add_argument("--rollouts", type=int, default=4, help="timed PPO iterations per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per backend (medians reported)")
+    parser.add_argument("--subproc-max-envs", type=int, default=64,
+                        help="skip SubprocVecEnv (one process per env) above this many envs")
+    parser.add_argument("--dataset", default="shapes", help="dataset of the throughput runs")
+    parser.add_argument("--image-size", type=int, default=None, help="image size of the throughput runs")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="PPO overrides of train/configs/ppo.toml, as in train.sb3")
+    parser.add_argument("--quality", action="store_true", help="also train PPO for --budget-seconds and score it")
+    parser.add_argument("--quality-datasets", nargs="+", default=["shapes", "mnist"], choices=["shapes", "mnist"],
+                        help="datasets of the quality runs")
+    parser.add_argument("--budget-seconds", type=float, default=1200.0, help="training budget of each quality run")
+    parser.add_argument("--mnist-root", default=MNIST_ROOT, help="folder of the MNIST IDX files")
+    parser.add_argument("--logdir", default="runs", help="TensorBoard folder of the quality runs")
+    parser.add_argument("--reference", nargs="*", default=[], metavar="NAME=METRICS.json",
+                        help="other encoders' metrics files to list beside PPO (e.g. the RNN encoder's)")
+    parser.add_argument("--json", default=None, help="write all rows to this JSON file")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    params = sb3.load_hyperparams(sb3.parse_args(["--dataset", args.dataset, "--hyperparams", *args.hyperparams]))
+    env_kwargs = {"dataset": args.dataset, **({"image_size": args.image_size} if args.image_size else {})}
+    result = {"throughput": throughput_rows(args, env_kwargs, params)}
+    print(markdown(result["throughput"], ["n_envs", "backend", "collect_steps_per_second", "learn_steps_per_second",
+                                          "collect_speedup", "learn_speedup", "compared_with"]))
+    if args.quality or args.reference:
+        result["quality"] = quality_rows(args)
+        print()
+        print(markdown(result["quality"], ["encoder", "dataset", "eval_split", "sse", "psnr", "optimal_return_fraction",
+                                           "bits_per_image", "wall_seconds", "total_timesteps"]))
+    write_metrics_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
