@@ -43,6 +43,7 @@ class Args:
     batch_size: int = arg(256, "images encoded at once")
     gibbs_sweeps: int = arg(4, "sweeps of Gibbs refinement (--encoder gibbs)")
     device: str = arg("cpu", "cpu or cuda")
+    threads: int = arg(1, "CPU threads for torch (1 is fastest on a busy machine: more threads spin-wait)")
     gif: str = arg(None, "write an animated GIF of painting rollouts to this path", type=str)
     gif_images: int = arg(4, "images shown in the GIF")
     metrics_json: str = arg(None, "write the figures as JSON to this path", type=str)
@@ -112,6 +113,7 @@ def format_table(rows: dict[str, dict]) -> str:
 def main(argv=None) -> dict:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
     device = device_of(args.device)
+    torch.set_num_threads(args.threads)
     payload = None
     if args.checkpoint is not None and not args.checkpoint.endswith(".zip"):
         payload = load_checkpoint(args.checkpoint, CHECKPOINT_KIND)

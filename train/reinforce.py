@@ -60,7 +60,7 @@ class Args:
     beta: float = arg(1.0, "inverse temperature: log q_r(x|z) = -beta * SSE")
     entropy_coef: float = arg(0.0, "weight of the policy-entropy bonus")
     batch_size: int = arg(16, "images per iteration (each sampled --samples times)")
-    iterations: int = arg(300, "training iterations")
+    iterations: int = arg(600, "training iterations")
     minutes: float = arg(9.0, "stop training after this many minutes (the final evaluation comes after)")
     lr: float = arg(1e-3, "Adam learning rate of the policy")
     dictionary_lr: float = arg(3e-4, "Adam learning rate of the dictionary")
@@ -70,6 +70,7 @@ class Args:
     feature_size: int = arg(16, "per-position feature channels")
     seed: int = arg(1, "random seed (data order, sampling, initialisation)")
     device: str = arg("cpu", "cpu or cuda")
+    threads: int = arg(1, "CPU threads for torch (1 is fastest on a busy machine: more threads spin-wait)")
     logdir: str = arg("runs", "TensorBoard folder (one sub-folder per run)")
     checkpoint_dir: str = arg("runs/checkpoints", "checkpoint folder (one sub-folder per run)")
     run_name: str = arg(None, "name of the run (default: dataset, estimator, seed and time)", type=str)
@@ -136,6 +137,7 @@ def main(argv=None) -> dict:
     if args.samples < 1 or args.batch_size < 2 or args.batch_size % 2:
         raise ValueError("--samples must be >= 1 and --batch-size an even number >= 2")
     device = device_of(args.device)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     dictionary = PatchDictionary.from_payload(resumed["dictionary"]) if resumed else None
     painter = build_painter(env_config(args, args.split, dictionary))
@@ -178,7 +180,7 @@ def main(argv=None) -> dict:
         }, checkpoint_path)
 
     iteration = done = start
-    snapshot = None
+    snapshot, variances = None, []
     bar = tqdm(range(start, args.iterations), initial=start, total=args.iterations, desc="training")
     began = time.perf_counter() - elapsed
     try:
@@ -228,6 +230,7 @@ def main(argv=None) -> dict:
                 writer.add_scalar("losses/value", float(surrogate.value_loss), step)
                 writer.add_scalar("policy/entropy", float(batch.entropy.sum(-1).mean()), step)
                 writer.add_scalar("policy/gradient_variance", spread, step)
+                variances.append(spread)
                 writer.add_scalar("policy/position_scale", float(policy.log_position_scale.exp()), step)
                 writer.add_scalar("dictionary/usage_entropy_bits",
                                   usage_entropy(out.actions, dictionary.num_levels, dictionary.num_patches), step)
@@ -258,7 +261,8 @@ def main(argv=None) -> dict:
     policy.eval()
     metrics, programs = evaluate_encoder(policy_encoder(policy, held_out), eval_images, held_out, 256, device)
     metrics.update(wall_seconds=wall, iterations=iteration, estimator=args.estimator, dataset=args.dataset,
-                   eval_split=args.eval_split, train_sse_sampled=sse)
+                   eval_split=args.eval_split, train_sse_sampled=sse,
+                   gradient_variance=float(torch.tensor(variances).median()) if variances else None)
     for name in ("sse", "psnr", "optimal_return_fraction"):
         if name in metrics:
             writer.add_scalar(f"eval/{name}", metrics[name], iteration)
