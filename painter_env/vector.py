@@ -14,7 +14,6 @@ from decoders.kernel import (
     paint_,
     patch_ids,
     position_index,
-    select_patches,
     table_on,
     window_index,
 )
@@ -73,7 +72,9 @@ class PainterVectorEnv(VectorEnv):
         self._geometry = self.painter.geometry
         self._table = table_on(self._geometry, self.device)
         self._nvec = torch.as_tensor(self.single_action_space.nvec, device=self.device)
+        self._lowest_action, self._highest_action = torch.zeros_like(self._nvec), self._nvec - 1
         self._images = self.painter.data.images.flatten(2).to(self.device)
+        self._image_sse = self._images.flatten(1).square().sum(1)  # SSE of the blank canvas, per image
         self._levels = self.painter.dictionary.num_levels
         self.refresh_dictionary()
         channels, pixels = self._images.shape[1:]
@@ -95,7 +96,8 @@ class PainterVectorEnv(VectorEnv):
         """Re-read the dictionary's patches (call after training it in place)."""
         with torch.no_grad():
             values, support = self.painter.dictionary.patches()
-        self._values, self._support = values.detach().to(self.device), support.to(self.device)
+        # values and support side by side, so that one index_select per step fetches both
+        self._patch_table = torch.cat([values.detach(), support], dim=1).to(self.device)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         """Reset every env, or those in ``options["reset_mask"]`` (Gymnasium's partial reset).
@@ -123,10 +125,9 @@ class PainterVectorEnv(VectorEnv):
             indices = torch.as_tensor(indices, device=self.device).long()
             if indices.shape != (count,) or (indices < 0).any() or (indices >= self._images.shape[0]).any():
                 raise ValueError(f"indices must be {count} image numbers in 0..{self._images.shape[0] - 1}")
-        targets = self._images.index_select(0, indices)
-        sse = torch.linalg.vecdot(targets.flatten(1), targets.flatten(1))
+        sse = self._image_sse.index_select(0, indices)
         if rows is None:  # the usual case: episodes have one length, so all envs end together
-            self._target.copy_(targets)
+            torch.index_select(self._images, 0, indices, out=self._target)
             self._canvas.zero_()
             self._cursor.copy_(self._start.expand_as(self._cursor))
             self._steps.zero_()
@@ -134,7 +135,7 @@ class PainterVectorEnv(VectorEnv):
                 buffer.copy_(values)
             self._needs_reset.zero_()
             return
-        self._target.index_copy_(0, rows, targets)
+        self._target.index_copy_(0, rows, self._images.index_select(0, indices))
         self._canvas.index_fill_(0, rows, 0.0)
         self._cursor.index_copy_(0, rows, self._start.expand(count, 2).contiguous())
         self._steps.index_fill_(0, rows, 0)
@@ -178,8 +179,8 @@ class PainterVectorEnv(VectorEnv):
     def _paint_rows(self, actions, canvas, target, cursor, sse) -> torch.Tensor:
         cursor.copy_(move_cursor(cursor, actions[:, :2], self._geometry))
         index = window_index(self._table, position_index(cursor, self._geometry), canvas.shape[1])
-        patches = select_patches(self._values, self._support, patch_ids(actions, self._levels))
-        reward = paint_(canvas, target, index, *patches)
+        patches = self._patch_table.index_select(0, patch_ids(actions, self._levels))
+        reward = paint_(canvas, target, index, patches[:, :-1], patches[:, -1:])
         sse -= reward
         return reward
 
@@ -190,8 +191,8 @@ class PainterVectorEnv(VectorEnv):
                 f"actions must be integers of shape ({self.num_envs}, 4), got {actions.dtype} {tuple(actions.shape)}"
             )
         actions = actions.long()
-        bad = (actions < 0) | (actions >= self._nvec)
-        if bool(bad.any()):
+        if not torch.equal(actions.clamp(min=self._lowest_action, max=self._highest_action), actions):
+            bad = (actions < 0) | (actions >= self._nvec)
             env, component = (int(v) for v in bad.nonzero()[0])
             raise ValueError(f"env {env}: " + invalid_action_message(component, int(actions[env, component]),
                                                                       self.single_action_space.nvec))
