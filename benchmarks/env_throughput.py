@@ -3,7 +3,7 @@
 Rows: the single ``Painter-v0`` env and ``CartPole-v1`` (the yardstick) in steps/s; Gymnasium's
 ``SyncVectorEnv`` over N single painter envs vs the native batched env at N = 1024 and 4096
 (env-steps/s, torch tensors out); the native env's step time at image size 28 vs 112 (same N
-and R). Each figure is the median of several timed repeats; random actions are drawn before
+and R), for painting steps alone and averaged over whole episodes with their autoresets. Each figure is the median of several timed repeats; random actions are drawn before
 timing. Prints a markdown table and writes JSON with ``--json``.
 """
 
@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--single-steps", type=int, default=5000, help="steps per repeat for single envs")
     parser.add_argument("--native-steps", type=int, default=64, help="batched steps per repeat for the native env")
     parser.add_argument("--sync-steps", type=int, default=3, help="batched steps per repeat for SyncVectorEnv (slow)")
+    parser.add_argument("--image-sizes", type=int, nargs=2, default=[28, 112], metavar=("SMALL", "LARGE"),
+                        help="the two image sizes whose step times are compared (default: 28 112)")
     parser.add_argument("--device", default="cpu", help="device of the native env (cpu or cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and step counts, for a smoke test")
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.repeats, args.single_steps, args.native_steps, args.sync_steps = [16], 1, 50, 4, 2
+        args.image_sizes = [16, 32]
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -111,16 +114,24 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append((f"SyncVectorEnv N={size}", f"{sync:,.0f} env-steps/s", ""))
             rows.append((f"native batched N={size}", f"{native:,.0f} env-steps/s", f"{native / sync:.0f}x SyncVectorEnv"))
         size = args.sizes[-1]
-        step_time = {}
-        for image_size in (28, 112):
-            env = native_env(size, args.device, image_size=image_size)
-            step_time[image_size] = size / vector_rate(env, args.native_steps, args.repeats, as_tensor=True)
+        # painting steps only (episodes longer than the timed run), then whole episodes with autoresets,
+        # whose new images and blank canvases cost O(N H W) once per episode
+        horizons = {"painting step": args.native_steps * (args.repeats + 2), "step incl. autoreset": None}
+        results["image_size"] = {"num_envs": size}
+        for label, horizon in horizons.items():
+            small, large = args.image_sizes
+            step_time = {}
+            for image_size in (small, large):
+                env = native_env(size, args.device, image_size=image_size, max_steps=horizon)
+                step_time[image_size] = size / vector_rate(env, args.native_steps, args.repeats, as_tensor=True)
             progress.update()
-        results["image_size"] = {"num_envs": size, "step_seconds_28": step_time[28], "step_seconds_112": step_time[112],
-                                 "ratio_112_to_28": step_time[112] / step_time[28]}
-        for image_size in (28, 112):
-            note = f"{step_time[112] / step_time[28]:.2f}x the 28x28 time" if image_size == 112 else ""
-            rows.append((f"native step, {image_size}x{image_size}, N={size}", f"{step_time[image_size] * 1e3:.2f} ms", note))
+            ratio = step_time[large] / step_time[small]
+            key = label.replace(" ", "_").replace(".", "")
+            results["image_size"][key] = {f"seconds_{small}": step_time[small], f"seconds_{large}": step_time[large],
+                                          "ratio": ratio}
+            rows.append((f"native {label}, {small}x{small}, N={size}", f"{step_time[small] * 1e3:.2f} ms", ""))
+            rows.append((f"native {label}, {large}x{large}, N={size}", f"{step_time[large] * 1e3:.2f} ms",
+                         f"{ratio:.2f}x the {small}x{small} time"))
 
     print(f"\nEnvironment throughput ({results['threads']} torch threads, device {args.device}, "
           f"median of {args.repeats})\n")
