@@ -151,9 +151,8 @@ def paint_(
     """
     old = canvas.gather(2, index)
     new = composite(old, values, support)
-    # (x - old)^2 - (x - new)^2 = (new - old) * (2x - old - new), summed over the window
-    both_sides = target.gather(2, index).mul_(2).sub_(old).sub_(new)
-    reward = torch.linalg.vecdot((new - old).flatten(1), both_sides.flatten(1))
+    # (x - old)^2 - (x - new)^2 = (old - new) * (old + new - 2x), summed over the window
+    reward = ((old - new) * (old + new).sub_(target.gather(2, index), alpha=2)).sum(dim=(1, 2))
     canvas.scatter_(2, index, new)
     return reward
 

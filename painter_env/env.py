@@ -178,9 +178,9 @@ class PainterEnv(gym.Env):
 
     def _checked(self, action) -> np.ndarray:
         array = np.asarray(action)
-        if array.shape != (4,) or not np.issubdtype(array.dtype, np.integer):
+        if array.shape != (4,) or array.dtype.kind not in "iu":
             raise ValueError(f"an action is 4 integers (di, dj, k, b), got {action!r}")
-        outside = (array < 0) | (array >= self._nvec)
+        outside = array.astype(np.uint64) >= self._nvec  # negative values wrap around to huge ones
         if outside.any():
             bad = np.flatnonzero(outside)
             raise ValueError(invalid_action_message(int(bad[0]), int(array[bad[0]]), self._nvec))
