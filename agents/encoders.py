@@ -36,8 +36,15 @@ def load_policy(checkpoint: dict, device: torch.device | str) -> PainterPolicy:
     return policy.to(device).eval()
 
 
-def policy_encoder(policy: PainterPolicy, painter: Painter, mode: str = "greedy") -> Encoder:
-    """Programs written by the policy (``mode`` ``"greedy"``: the most likely value of each factor)."""
+def policy_encoder(policy: PainterPolicy, painter: Painter, samples: int = 1, seed: int = 0) -> Encoder:
+    """Programs written by the policy: the most likely value of each factor of each action, or with
+    ``samples`` > 1 the best (lowest SSE) of that program and ``samples - 1`` sampled ones.
+
+    The decoder is exact and cheap, so the encoder can check its candidates: best-of-N is a small
+    search with the policy as proposal, N times slower.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
     config, geometry = policy.config, painter.geometry
     wanted = (config.height, config.width, config.patch_size, config.move_radius, config.num_prototypes, config.num_levels)
     have = (geometry.height, geometry.width, geometry.patch_size, geometry.move_radius,
@@ -45,11 +52,26 @@ def policy_encoder(policy: PainterPolicy, painter: Painter, mode: str = "greedy"
     if wanted != have:
         raise ValueError(f"the policy was trained for (H, W, R, M, K, L) = {wanted} but the painter has {have}")
 
+    generator = torch.Generator(images_device(policy)).manual_seed(seed)
+
     @torch.no_grad()
     def encode(images: torch.Tensor) -> torch.Tensor:
-        return rollout(policy, images, painter.dictionary, geometry, painter.max_steps, mode=mode).actions
+        best = rollout(policy, images, painter.dictionary, geometry, painter.max_steps, mode="greedy")
+        best_sse = (images - best.canvas).square().flatten(1).sum(1)
+        actions = best.actions
+        for _ in range(samples - 1):
+            other = rollout(policy, images, painter.dictionary, geometry, painter.max_steps, generator=generator)
+            sse = (images - other.canvas).square().flatten(1).sum(1)
+            better = sse < best_sse
+            actions = torch.where(better[:, None, None], other.actions, actions)
+            best_sse = torch.minimum(sse, best_sse)
+        return actions
 
     return encode
+
+
+def images_device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def build_encoder(
@@ -58,8 +80,10 @@ def build_encoder(
     painter: Painter,
     device: torch.device | str,
     gibbs_sweeps: int = 4,
+    policy_samples: int = 1,
 ) -> Encoder:
-    """The encoder ``name`` for ``painter`` (its dictionary, geometry and number of steps)."""
+    """The encoder ``name`` for ``painter`` (its dictionary, geometry and number of steps);
+    ``policy_samples`` > 1 makes the policy keep the best of that many programs per image."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}: choose one of {ENCODERS}")
     if name == "policy" and isinstance(checkpoint, (str, Path)) and str(checkpoint).endswith(".zip"):
@@ -71,7 +95,7 @@ def build_encoder(
     if name == "policy" and not has_policy:
         raise ValueError("the policy encoder needs a train.reinforce checkpoint (--checkpoint)")
     greedy = lambda images: greedy_programs(images, painter.dictionary, painter.geometry, painter.max_steps)[0]  # noqa: E731
-    proposal = policy_encoder(load_policy(payload, device), painter) if has_policy else greedy
+    proposal = policy_encoder(load_policy(payload, device), painter, policy_samples) if has_policy else greedy
     if name in ("policy", "greedy"):
         return proposal if name == "policy" else greedy
 

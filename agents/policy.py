@@ -72,15 +72,26 @@ class StepOutput:
     hidden: torch.Tensor
 
 
-def _pick(logits: torch.Tensor, given: torch.Tensor | None, mode: str, generator: torch.Generator | None):
-    """Choose from ``Categorical(logits)``: the given choice, a sample, or the mode."""
+def _pick(logits: torch.Tensor, given: torch.Tensor | None, generator: torch.Generator | None):
+    """Choose from ``Categorical(logits)`` (the given choice, or a sample); return it, its log-prob
+    and the entropy."""
     dist = Categorical(logits=logits)
     if given is None:
-        if mode == "greedy":
-            given = logits.argmax(-1)
-        else:
-            given = torch.multinomial(dist.probs, 1, generator=generator).squeeze(1)
+        given = torch.multinomial(dist.probs, 1, generator=generator).squeeze(1)
     return given, dist.log_prob(given), dist.entropy()
+
+
+def _pick_pair(logits: torch.Tensor, given: tuple | None, mode: str, generator: torch.Generator | None):
+    """Choose a pair (first, second) from joint logits ``(B, n1, n2)``, autoregressively: the first
+    from its marginal, the second given the first. ``mode="greedy"`` takes the joint argmax (the
+    most likely pair, which the two marginal argmaxes need not be)."""
+    if given is None and mode == "greedy":
+        best = logits.flatten(1).argmax(1)
+        given = (best // logits.shape[2], best % logits.shape[2])
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    first, first_log_prob, first_entropy = _pick(logits.logsumexp(2), None if given is None else given[0], generator)
+    second, second_log_prob, second_entropy = _pick(logits[rows, first], None if given is None else given[1], generator)
+    return first, second, first_log_prob + second_log_prob, first_entropy + second_entropy
 
 
 class PlacementScorer:
@@ -188,32 +199,28 @@ class PainterPolicy(nn.Module):
             + (features * self.position_film(hidden)[:, :, None, None]).sum(1)
         )
         position_logits = position_logits.masked_fill(~reachable(cursor, geometry), NEGATIVE)
-        given_row = given_col = None
+        given_position = given_patch = None
         if action is not None:  # a clamped move is scored as the position it reaches
-            given_row, given_col = move_cursor(cursor, action[:, :2], geometry).unbind(1)
-        row, row_log_prob, row_entropy = _pick(position_logits.logsumexp(2), given_row, mode, generator)
-        rows = torch.arange(batch, device=target.device)
-        col, col_log_prob, col_entropy = _pick(position_logits[rows, row], given_col, mode, generator)
+            given_position = move_cursor(cursor, action[:, :2], geometry).unbind(1)
+            given_patch = (action[:, 2], action[:, 3])
+        row, col, position_log_prob, position_entropy = _pick_pair(position_logits, given_position, mode, generator)
 
+        rows = torch.arange(batch, device=target.device)
         with torch.no_grad():
             patch_scores = scorer.at(terms, row, col)
         patch_logits = self.log_patch_scale.exp() * patch_scores + self.patch_head(
             torch.cat([hidden, features[rows, :, row, col]], dim=1)
         )
         patch_logits = patch_logits.view(batch, config.num_prototypes, config.num_levels)
-        given_k = given_b = None if action is None else action[:, 2]
-        if action is not None:
-            given_b = action[:, 3]
-        k, k_log_prob, k_entropy = _pick(patch_logits.logsumexp(2), given_k, mode, generator)
-        b, b_log_prob, b_entropy = _pick(patch_logits[rows, k], given_b, mode, generator)
+        k, b, patch_log_prob, patch_entropy = _pick_pair(patch_logits, given_patch, mode, generator)
 
         chosen = torch.stack([
             row - cursor[:, 0] + geometry.move_radius, col - cursor[:, 1] + geometry.move_radius, k, b
         ], dim=1)
         return StepOutput(
             action=chosen,
-            log_prob=row_log_prob + col_log_prob + k_log_prob + b_log_prob,
-            entropy=row_entropy + col_entropy + k_entropy + b_entropy,
+            log_prob=position_log_prob + patch_log_prob,
+            entropy=position_entropy + patch_entropy,
             value=self.value_head(hidden).squeeze(1),
             hidden=hidden,
         )

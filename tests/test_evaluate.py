@@ -65,3 +65,11 @@ def test_bad_requests_raise_value_errors(trained):
         build_encoder("beam", payload, None, "cpu")
     with pytest.raises(ValueError, match="trained for"):
         build_encoder("policy", payload, build_painter(PainterConfig()), "cpu")  # 28x28, the policy knows 12x12
+
+
+def test_best_of_n_policy_is_never_worse(trained):
+    _, checkpoint, _ = trained
+    one = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "policy", "--num-images", "10"])
+    best = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "policy", "--num-images", "10",
+                          "--policy-samples", "4"])
+    assert best["sse"] <= one["sse"] + 1e-6

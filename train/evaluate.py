@@ -41,6 +41,7 @@ class Args:
     steps: int = arg(None, "program length T (default: the checkpoint's)", type=int)
     num_images: int = arg(None, "score only the first N images of the split", type=int)
     batch_size: int = arg(256, "images encoded at once")
+    policy_samples: int = arg(1, "policy: keep the best of its most likely program and N-1 sampled ones per image")
     gibbs_sweeps: int = arg(4, "sweeps of Gibbs refinement (--encoder gibbs)")
     device: str = arg("cpu", "cpu or cuda")
     threads: int = arg(1, "CPU threads for torch (1 is fastest on a busy machine: more threads spin-wait)")
@@ -122,10 +123,10 @@ def main(argv=None) -> dict:
     painter = painter_from_checkpoint(args, payload)
     painter.dictionary.to(device)
     encoder = build_encoder(args.encoder, payload if payload is not None else args.checkpoint, painter, device,
-                            gibbs_sweeps=args.gibbs_sweeps)
+                            gibbs_sweeps=args.gibbs_sweeps, policy_samples=args.policy_samples)
     images = painter.data.images[: args.num_images]
     metrics, programs = evaluate_encoder(encoder, images, painter, args.batch_size, device)
-    metrics.update(encoder=args.encoder, dataset=painter.config.dataset, split=args.split, steps=painter.max_steps)
+    metrics.update(encoder=args.encoder, policy_samples=args.policy_samples, dataset=painter.config.dataset, split=args.split, steps=painter.max_steps)
     print(format_table({args.encoder: metrics}))
     write_metrics_json(args.metrics_json, metrics)
     if args.gif:

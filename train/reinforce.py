@@ -225,13 +225,13 @@ def main(argv=None) -> dict:
                 if painter.data.programs is not None:
                     writer.add_scalar("charts/optimal_return_fraction", float(returns.mean()) / blank, step)
                 writer.add_scalar("charts/images_per_second", (step - start) * args.batch_size / max(elapsed, 1e-9), step)
-                writer.add_scalar("losses/encoder", float(surrogate.encoder_loss), step)
-                writer.add_scalar("losses/decoder", float(surrogate.decoder_loss), step)
-                writer.add_scalar("losses/value", float(surrogate.value_loss), step)
-                writer.add_scalar("policy/entropy", float(batch.entropy.sum(-1).mean()), step)
+                writer.add_scalar("losses/encoder", float(surrogate.encoder_loss.detach()), step)
+                writer.add_scalar("losses/decoder", float(surrogate.decoder_loss.detach()), step)
+                writer.add_scalar("losses/value", float(surrogate.value_loss.detach()), step)
+                writer.add_scalar("policy/entropy", float(batch.entropy.detach().sum(-1).mean()), step)
                 writer.add_scalar("policy/gradient_variance", spread, step)
                 variances.append(spread)
-                writer.add_scalar("policy/position_scale", float(policy.log_position_scale.exp()), step)
+                writer.add_scalar("policy/position_scale", float(policy.log_position_scale.detach().exp()), step)
                 writer.add_scalar("dictionary/usage_entropy_bits",
                                   usage_entropy(out.actions, dictionary.num_levels, dictionary.num_patches), step)
             if (iteration + 1) % args.image_every == 0 or iteration == start:
