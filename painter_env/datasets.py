@@ -77,8 +77,11 @@ def load_images(
     """Load (or generate) one split of a dataset; see the module docstring for names and splits."""
     base, window = parse_split(split)
     root = str(Path(data_root if data_root is not None else DEFAULT_DATA_ROOT).expanduser())
-    if dataset == "shapes":
-        full = _shapes(base, image_size or 28, patch_size, num_levels, max_shapes, seed)
+    if dataset == "shapes":  # generated on demand: only the scenes of the slice
+        if base not in shapes.SPLIT_SIZES:
+            raise ValueError(f"shapes has splits {sorted(shapes.SPLIT_SIZES)}, not {base!r}")
+        indices = range(shapes.SPLIT_SIZES[base])[window]
+        full, window = _shapes(base, indices, image_size or 28, patch_size, num_levels, max_shapes, seed), slice(None)
     elif dataset in IDX_FOLDERS:
         full = _idx_dataset(dataset, base, root, download, image_size)
     elif dataset.startswith("folder:"):
@@ -94,14 +97,17 @@ def load_images(
 
 
 @lru_cache(maxsize=16)
-def _shapes(base: str, image_size: int, patch_size: int, num_levels: int, max_shapes: int, seed: int) -> ImageSet:
-    if base not in shapes.SPLIT_SIZES:
-        raise ValueError(f"shapes has splits {sorted(shapes.SPLIT_SIZES)}, not {base!r}")
+def _shapes(
+    base: str, indices: range, image_size: int, patch_size: int, num_levels: int, max_shapes: int, seed: int
+) -> ImageSet:
     if max_shapes < 1:
         raise ValueError(f"max_shapes must be >= 1, got {max_shapes}")
-    count = shapes.SPLIT_SIZES[base]
+    if patch_size > image_size:
+        raise ValueError(f"patch_size {patch_size} is larger than image_size {image_size}")
+    if len(indices) == 0:
+        return ImageSet("shapes", base, torch.zeros(0, 1, image_size, image_size))
     images, programs, lengths = shapes.make_scenes(
-        count, base, seed, image_size, patch_size, num_levels, max_shapes
+        indices, base, seed, image_size, patch_size, num_levels, max_shapes
     )
     return ImageSet("shapes", base, images, programs, lengths)
 

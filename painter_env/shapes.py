@@ -65,22 +65,23 @@ def shapes_dictionary(patch_size: int, num_levels: int, channels: int = 1) -> Pa
 
 
 def scene_programs(
-    count: int, split: str, seed: int, geometry: CanvasGeometry, num_levels: int, max_shapes: int
+    indices: range, split: str, seed: int, geometry: CanvasGeometry, num_levels: int, max_shapes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Absolute programs ``(N, max_shapes, 4)`` of rows ``(i, j, k, b)`` and their lengths ``(N,)``.
 
-    Shorter programs are padded by repeating their last shape, which changes nothing.
+    Scene ``i`` is drawn from its own generator, seeded by ``(seed, split, i)``. Shorter programs
+    are padded by repeating their last shape, which changes nothing.
     """
-    programs = np.zeros((count, max_shapes, 4), dtype=np.int64)
-    lengths = np.zeros(count, dtype=np.int64)
+    programs = np.zeros((len(indices), max_shapes, 4), dtype=np.int64)
+    lengths = np.zeros(len(indices), dtype=np.int64)
     highs = np.array([geometry.rows, geometry.cols, len(SHAPE_NAMES), num_levels])
-    for index in range(count):
+    for row, index in enumerate(indices):
         rng = np.random.default_rng([seed, SPLIT_STREAMS[split], index])
         length = int(rng.integers(1, max_shapes + 1))
-        rows = rng.integers(0, highs, size=(length, 4))
-        programs[index, :length] = rows
-        programs[index, length:] = rows[-1]
-        lengths[index] = length
+        scene = rng.integers(0, highs, size=(length, 4))
+        programs[row, :length] = scene
+        programs[row, length:] = scene[-1]
+        lengths[row] = length
     return torch.from_numpy(programs), torch.from_numpy(lengths)
 
 
@@ -98,7 +99,7 @@ def absolute_to_actions(programs: torch.Tensor, geometry: CanvasGeometry) -> tor
 
 
 def make_scenes(
-    count: int,
+    indices: range,
     split: str,
     seed: int,
     image_size: int,
@@ -107,9 +108,9 @@ def make_scenes(
     max_shapes: int,
     channels: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images ``(N, C, S, S)`` in [0, 1], absolute programs and program lengths for one split."""
+    """Images ``(N, C, S, S)`` in [0, 1], absolute programs and program lengths of scenes ``indices``."""
     full_reach = CanvasGeometry(image_size, image_size, patch_size, image_size - patch_size)
-    programs, lengths = scene_programs(count, split, seed, full_reach, num_levels, max_shapes)
+    programs, lengths = scene_programs(indices, split, seed, full_reach, num_levels, max_shapes)
     dictionary = shapes_dictionary(patch_size, num_levels, channels)
     with torch.no_grad():
         values, support = dictionary.patches()

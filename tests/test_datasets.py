@@ -92,11 +92,14 @@ def test_nan_pixels_are_reported():
 
 def test_shapes_scenes_depend_only_on_seed_split_and_index():
     geometry = CanvasGeometry(20, 20, 5, 15)
-    few, few_lengths = shapes.scene_programs(5, "train", 0, geometry, 3, 4)
-    many, many_lengths = shapes.scene_programs(50, "train", 0, geometry, 3, 4)
-    other, _ = shapes.scene_programs(5, "test", 0, geometry, 3, 4)
+    few, few_lengths = shapes.scene_programs(range(5), "train", 0, geometry, 3, 4)
+    many, many_lengths = shapes.scene_programs(range(50), "train", 0, geometry, 3, 4)
+    middle, _ = shapes.scene_programs(range(3, 5), "train", 0, geometry, 3, 4)
+    other, _ = shapes.scene_programs(range(5), "test", 0, geometry, 3, 4)
     assert torch.equal(few, many[:5]) and torch.equal(few_lengths, many_lengths[:5])
-    assert not torch.equal(few, other)
+    assert torch.equal(middle, few[3:5]) and not torch.equal(few, other)
+    sliced = load_images("shapes", "train[40:50]", image_size=20, patch_size=5)
+    assert torch.equal(sliced.programs, load_images("shapes", "train[:50]", image_size=20, patch_size=5).programs[40:])
     assert set(many_lengths.tolist()) == {1, 2, 3, 4}
 
 

@@ -6,6 +6,8 @@ import warnings
 import gymnasium
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -100,3 +102,26 @@ def test_render_draws_target_canvas_and_residual_side_by_side():
     no_render = gymnasium.make("Painter-v0", **SMALL_SHAPES)
     no_render.reset(seed=0)
     assert no_render.render() is None
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    image_size=st.integers(4, 20), patch_size=st.integers(1, 6), num_levels=st.integers(1, 4),
+    move_radius=st.integers(0, 8), max_steps=st.integers(1, 10), seed=st.integers(0, 1000),
+)
+def test_returns_equal_the_sse_drop_over_random_configurations(image_size, patch_size, num_levels, move_radius,
+                                                               max_steps, seed):
+    patch_size = min(patch_size, image_size)
+    env = gymnasium.make(
+        "Painter-v0", split="train[:8]", image_size=image_size, patch_size=patch_size, num_levels=num_levels,
+        move_radius=move_radius, max_steps=max_steps,
+    )
+    observation, info = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    start, total, truncated = info["sse"], 0.0, False
+    while not truncated:
+        observation, reward, _, truncated, info = env.step(env.action_space.sample())
+        total += reward
+    true_sse = float(((observation["target"].astype(np.float64) - observation["canvas"]) ** 2).sum())
+    assert info["sse"] == pytest.approx(true_sse, rel=1e-5, abs=1e-5)
+    assert total == pytest.approx(start - true_sse, rel=1e-5, abs=1e-5)
