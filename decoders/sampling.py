@@ -9,8 +9,10 @@ conditionals (large beta) from underflowing, entries at ``-inf`` are never drawn
 leading dimensions are batched. One uniform per row is also much cheaper than Gumbel noise on
 every entry, which matters when a row holds every (position, prototype) of an image.
 
-Entries more than ``FLOOR_NATS`` = 87 nats below the row's maximum (relative probability below
-2e-38) get probability exactly zero; this also keeps ``exp`` off the very slow subnormal path.
+Resolution: the uniform is a float32 in (0, 1] (steps of 2^-24), so an entry whose probability is
+far below 2^-24 of the row's total is never drawn. Log-weights are floored at ``FLOOR_NATS`` = 87
+nats below the row's maximum, which keeps ``exp`` off its very slow subnormal path; floored
+entries (including ``-inf``) weigh at most 2e-38 each and so can never be drawn.
 """
 
 from __future__ import annotations
@@ -18,10 +20,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 FLOOR_NATS = 87.0
-FLOOR_WEIGHT = 1.01 * math.exp(-FLOOR_NATS)
 
 
 def sample_categorical(
@@ -36,9 +36,9 @@ def sample_categorical(
         raise ValueError("cannot sample from an empty categorical distribution")
     weights = logits if consume else logits.clone()
     weights.sub_(weights.amax(-1, keepdim=True)).clamp_min_(-FLOOR_NATS).exp_()
-    F.threshold_(weights, FLOOR_WEIGHT, 0.0)
     cumulative = torch.cumsum(weights, -1, out=weights)
-    uniform = torch.rand(logits.shape[:-1] + (1,), generator=generator, device=logits.device, dtype=logits.dtype)
+    shape = logits.shape[:-1] + (1,)
+    uniform = 1.0 - torch.rand(shape, generator=generator, device=logits.device, dtype=logits.dtype)
     total = cumulative[..., -1:]
     point = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cumulative, point, right=True).squeeze(-1)

@@ -41,6 +41,7 @@ class Args:
     data_root: str = arg(None, "folder holding the dataset files", type=str)
     split: str = arg("test[:8000]", "split to fit")
     eval_split: str = arg("test[8000:]", "held-out split scored at the end")
+    eval_images: int = arg(None, "score only the first N held-out images (default: all)", type=int)
     components: int = arg(11, "K, linear components (1 = LGAE)")
     code_size: int = arg(20, "E, code dimensions per component")
     beta: float = arg(0.01, "inner step size")
@@ -122,7 +123,7 @@ def train(args: Args) -> tuple[LLGAE, dict]:
         progress.set_postfix(sse=f"{total / len(points):.2f}")
         writer.add_scalar("charts/epoch_sse", total / len(points), iteration)
     wall_seconds = time.perf_counter() - began
-    held_out = load_images(args.dataset, args.eval_split, args.data_root).images.to(device)
+    held_out = load_images(args.dataset, args.eval_split, args.data_root).images[: args.eval_images].to(device)
     reconstructions, seconds = reconstruct(model, held_out, args.center)
     bits = math.log2(args.components) + 32 * args.code_size + (32 if args.center else 0)
     metrics = reconstruction_metrics(held_out, reconstructions, bits, seconds)

@@ -39,6 +39,7 @@ class Args:
     data_root: str = arg(None, "folder holding the dataset files", type=str)
     split: str = arg("test[:8000]", "split to fit")
     eval_split: str = arg("test[8000:]", "held-out split scored at the end")
+    eval_images: int = arg(None, "score only the first N held-out images (default: all)", type=int)
     grid: int = arg(7, "m, the code is an m x m grid of vectors (m <= image size / 4)")
     dim: int = arg(16, "D, dimensions of each grid vector")
     codes: int = arg(52, "K, VQ-VAE codebook size")
@@ -121,7 +122,7 @@ def train(args: Args) -> tuple[Autoencoder, dict]:
             writer.add_scalar("charts/codes_used", int((usage > 0).sum()), iteration)
             writer.add_scalar("charts/dead_codes_reseeded", model.bottleneck.reseed(last_features, usage, generator), iteration)
     wall_seconds = time.perf_counter() - began
-    held_out = load_images(args.dataset, args.eval_split, args.data_root).images.to(device)
+    held_out = load_images(args.dataset, args.eval_split, args.data_root).images[: args.eval_images].to(device)
     metrics = evaluate(model, held_out)
     metrics.update(wall_seconds=wall_seconds, epochs=epoch + 1, iterations=iteration, num_codes=codes, kl_beta=args.kl_beta)
     with torch.no_grad():
