@@ -180,7 +180,7 @@ def main(argv=None) -> dict:
         }, checkpoint_path)
 
     iteration = done = start
-    snapshot, variances = None, []
+    snapshot, variances, sse = None, [], None
     bar = tqdm(range(start, args.iterations), initial=start, total=args.iterations, desc="training")
     began = time.perf_counter() - elapsed
     try:
