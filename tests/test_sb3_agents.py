@@ -53,6 +53,21 @@ def test_cursor_window_marks_the_patch_under_the_cursor():
     assert torch.equal(window, expected)
 
 
+def test_egocentric_view_puts_the_cursor_at_a_fixed_place():
+    space = gym.make("Painter-v0", image_size=10, patch_size=3).observation_space
+    extractor = PainterExtractor(space, egocentric=True)
+    images = torch.arange(100.0).view(1, 1, 10, 10) + 1
+    for cursor in ([6, 2], [0, 7]):
+        one_hot = preprocess_obs({"cursor": torch.tensor([cursor])}, spaces.Dict({"cursor": space["cursor"]}))
+        frame = extractor.egocentric(images, one_hot["cursor"])[0, 0]
+        assert frame.shape == (17, 17)  # H + rows - 1 with rows = 8
+        assert frame[7, 7] == images[0, 0, cursor[0], cursor[1]]  # the cursor's pixel, wherever it is
+        assert frame[7 - cursor[0], 7 - cursor[1]] == images[0, 0, 0, 0]
+        assert frame.count_nonzero() == 100 and frame.sum() == images.sum()
+    observation = {key: torch.as_tensor(np.stack([space[key].sample() for _ in range(3)])) for key in space.spaces}
+    assert extractor(preprocess_obs(observation, space)).shape == (3, extractor.features_dim)
+
+
 def test_ppo_and_a2c_run_on_the_single_env():
     env = gym.make("Painter-v0", **SMALL)
     for algorithm, extra in ((PPO, dict(n_steps=64, batch_size=32, n_epochs=2)), (A2C, dict(n_steps=8))):

@@ -8,6 +8,11 @@ The CNN sees target, canvas, residual (target - canvas) and a map of the patch w
 cursor, stacked as channels, so it can relate the cursor to what is left to paint. Its output is
 concatenated with the one-hot cursor and step (SB3 one-hot encodes ``MultiDiscrete`` and
 ``Discrete`` observations before the extractor sees them).
+
+With ``egocentric=True`` the CNN sees target, canvas and residual from the cursor instead: shifted
+so that the cursor sits at a fixed place of a zero-padded ``(H + rows - 1) x (W + cols - 1)``
+frame. The painter's moves are relative, and in that frame a shape at offset (di, dj) from the
+cursor appears at the same place wherever the cursor is. It costs about four times as much.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ class PainterExtractor(BaseFeaturesExtractor):
     """
 
     def __init__(self, observation_space: spaces.Dict, cnn_features: int = 128, channels: int = 16,
-                 image_shape: tuple[int, int, int] | None = None):
+                 image_shape: tuple[int, int, int] | None = None, egocentric: bool = False):
         for key in ("target", "canvas", "cursor", "step"):
             if key not in observation_space.spaces:
                 raise ValueError(f"PainterExtractor needs the painter's Dict observation, missing {key!r}")
@@ -60,19 +65,21 @@ class PainterExtractor(BaseFeaturesExtractor):
         rows, cols = (int(n) for n in observation_space["cursor"].nvec)
         steps = int(observation_space["step"].n)
         super().__init__(observation_space, cnn_features + rows + cols + steps)
-        self.rows = rows
+        self.rows, self.cols, self.is_egocentric = rows, cols, egocentric
+        self.frame = (height + rows - 1, width + cols - 1) if egocentric else (height, width)
+        inputs = 3 * image_channels if egocentric else 3 * image_channels + 1
         # band[i, y] = 1 when a patch at cursor row i covers pixel row y (same for columns).
         self.register_buffer("row_band", band(rows, height), persistent=False)
         self.register_buffer("col_band", band(cols, width), persistent=False)
         self.cnn = nn.Sequential(
-            nn.Conv2d(3 * image_channels + 1, channels, 3, stride=2, padding=1),
+            nn.Conv2d(inputs, channels, 3, stride=2, padding=1),
             nn.ReLU(),
             nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1),
             nn.ReLU(),
             nn.Flatten(),
         )
         with torch.no_grad():
-            flat = self.cnn(torch.zeros(1, 3 * image_channels + 1, height, width)).shape[1]
+            flat = self.cnn(torch.zeros(1, inputs, *self.frame)).shape[1]
         self.linear = nn.Sequential(nn.Linear(flat, cnn_features), nn.ReLU())
 
     def cursor_window(self, cursor: torch.Tensor) -> torch.Tensor:
@@ -81,20 +88,37 @@ class PainterExtractor(BaseFeaturesExtractor):
         cols = cursor[:, self.rows :] @ self.col_band
         return (rows[:, :, None] * cols[:, None, :]).unsqueeze(1)
 
+    def egocentric(self, images: torch.Tensor, cursor: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H + rows - 1, W + cols - 1)``: frame pixel ``(u, v)`` is image pixel
+        ``(i + u - rows + 1, j + v - cols + 1)`` for the cursor ``(i, j)`` (zero off the image)."""
+        row, col = cursor[:, : self.rows].argmax(1), cursor[:, self.rows :].argmax(1)
+        padded = nn.functional.pad(images, (self.cols - 1, self.cols - 1, self.rows - 1, self.rows - 1))
+        rows = row[:, None] + torch.arange(self.frame[0], device=images.device)
+        cols = col[:, None] + torch.arange(self.frame[1], device=images.device)
+        batch = torch.arange(images.shape[0], device=images.device)[:, None, None, None]
+        channel = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+        return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
     def forward(self, observations: dict) -> torch.Tensor:
         shape = (-1, *self.image_shape)
         target, canvas = observations["target"].view(shape), observations["canvas"].view(shape)
         cursor = observations["cursor"]
-        images = torch.cat([target, canvas, target - canvas, self.cursor_window(cursor)], dim=1)
+        images = torch.cat([target, canvas, target - canvas], dim=1)
+        if self.is_egocentric:
+            images = self.egocentric(images, cursor)
+        else:
+            images = torch.cat([images, self.cursor_window(cursor)], dim=1)
         # The rollout buffer stores a Discrete observation as (B, 1): its one-hot is (B, 1, n).
         return torch.cat([self.linear(self.cnn(images)), cursor, observations["step"].flatten(1)], dim=1)
 
 
-def painter_policy_kwargs(cnn_features: int = 128, channels: int = 16, net_arch=None, image_shape=None) -> dict:
+def painter_policy_kwargs(cnn_features: int = 128, channels: int = 16, net_arch=None, image_shape=None,
+                          egocentric: bool = False) -> dict:
     """``policy_kwargs`` for ``MultiInputPolicy`` (PPO, A2C, DQN) on ``Painter-v0``."""
     kwargs = {
         "features_extractor_class": PainterExtractor,
-        "features_extractor_kwargs": {"cnn_features": cnn_features, "channels": channels, "image_shape": image_shape},
+        "features_extractor_kwargs": {"cnn_features": cnn_features, "channels": channels,
+                                      "image_shape": image_shape, "egocentric": egocentric},
     }
     if net_arch is not None:
         kwargs["net_arch"] = net_arch

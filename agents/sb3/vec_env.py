@@ -104,20 +104,20 @@ class PainterVecEnv(VecEnv):
         observation, reward, terminated, truncated, info = self.env.step(self._actions)
         self._actions = None
         terminated, truncated = terminated.cpu().numpy(), truncated.cpu().numpy()
-        infos = self._per_env(info)
         timeout = truncated & ~terminated & (not self.horizon_is_terminal)
-        for env, info_env in enumerate(infos):
-            info_env["TimeLimit.truncated"] = bool(timeout[env])
+        infos = self._per_env(info, {"TimeLimit.truncated": timeout.tolist()})
         if "final_obs" in info:
             final = self._to_numpy(info["final_obs"], remember=False, copy=False)
             for env in np.flatnonzero(info["_final_obs"].cpu().numpy()):
                 infos[env]["terminal_observation"] = {key: value[env] for key, value in final.items()}
         return self._to_numpy(observation), reward.cpu().numpy(), terminated | truncated, infos
 
-    def _per_env(self, info: dict) -> list[dict]:
+    def _per_env(self, info: dict, extra: dict | None = None) -> list[dict]:
         """The native info's per-env tensors (``sse``, ``optimal_return``) as one dict per env."""
         columns = {key: info[key].tolist() for key in ("sse", "optimal_return") if key in info}
-        return [{key: values[env] for key, values in columns.items()} for env in range(self.num_envs)]
+        columns.update(extra or {})
+        keys = list(columns)
+        return [dict(zip(keys, row)) for row in zip(*columns.values())]
 
     def _to_numpy(self, observation: dict, remember: bool = True, copy: bool = True) -> dict[str, np.ndarray]:
         """Numpy copies of the env's observation buffers (SB3 keeps them past the next step)."""
