@@ -1,6 +1,6 @@
 """Fit the CGAE additive model (seed 000) with its batched Gibbs sampler.
 
-    python -m train.cgae --data-root /work/shared/data/mnist            # MNIST, ~10 minutes on 2 cores
+    python -m train.cgae --data-root /work/shared/data/mnist            # MNIST, ~12 minutes on 2 cores
     python -m train.cgae --components 8 --minutes 3 --metrics-json cgae.json
 
 Each iteration draws a batch of images, runs ``--chains`` annealed Gibbs chains per image
@@ -49,13 +49,13 @@ class Args:
     patch_size: int = arg(7, "R, prototype size")
     chains: int = arg(4, "Gibbs chains per image")
     sweeps: int = arg(4, "Gibbs sweeps per batch (each resamples every component once)")
-    eval_sweeps: int = arg(6, "Gibbs sweeps when encoding the held-out split")
+    eval_sweeps: int = arg(4, "Gibbs sweeps when encoding the held-out split")
     beta_start: float = arg(1.0, "inverse temperature (per unit of SSE) of the first sweep")
     beta_end: float = arg(100.0, "inverse temperature of the last sweep (annealed geometrically)")
     weight_beta: float = arg(1.0, "chains are weighted by softmax(-weight_beta * SSE) in the prototype loss")
     batch_size: int = arg(64, "images per iteration")
     epochs: int = arg(3, "passes over the fitting split")
-    minutes: float = arg(10.0, "stop training after this many minutes (the evaluation comes after)")
+    minutes: float = arg(8.0, "stop training after this many minutes (the evaluation comes after)")
     lr: float = arg(3e-3, "Adam learning rate of the prototypes")
     reseed_every: int = arg(25, "iterations between reseeding unused prototypes (0: never)")
     log_every: int = arg(10, "iterations between scalar logs")
