@@ -34,12 +34,12 @@ def run_dataset(name: str, fit: list[str], score: list[str], estimators: list[st
             "--estimator", estimator, "--minutes", str(minutes), "--iterations", "100000", "--run-name", run,
             "--logdir", str(workdir / "runs"), "--checkpoint-dir", str(workdir / "checkpoints"),
         ])
-        rows.append({"dataset": name, "encoder": f"policy ({estimator})", **trained})
+        rows.append({**trained, "dataset": name, "encoder": f"policy ({estimator})"})
         checkpoint = workdir / "checkpoints" / run / "checkpoint.pt"
         split = score[score.index("--eval-split") + 1]
         greedy = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "greedy", "--split", split,
                                 "--num-images", str(trained["num_images"])] + _data_root(fit))
-        rows.append({"dataset": name, "encoder": f"greedy (dictionary of {estimator})", **greedy})
+        rows.append({**greedy, "dataset": name, "encoder": f"greedy (dictionary of {estimator})"})
     return rows
 
 
