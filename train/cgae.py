@@ -41,6 +41,7 @@ CHECKPOINT_KIND = "cgae"
 class Args:
     dataset: str = arg("mnist", "mnist, fashion-mnist, shapes or folder:PATH")
     data_root: str = arg(None, "folder holding the dataset files", type=str)
+    download: bool = arg(False, "fetch mnist / fashion-mnist into --data-root with torchvision if missing")
     split: str = arg("test[:8000]", "split to fit")
     eval_split: str = arg("test[8000:]", "held-out split scored at the end")
     eval_images: int = arg(2000, "number of held-out images scored at the end")
@@ -97,7 +98,7 @@ def train(args: Args) -> tuple[CGAE, dict]:
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     cpu_generator = torch.Generator().manual_seed(args.seed)
-    images = load_images(args.dataset, args.split, args.data_root, patch_size=args.patch_size).images
+    images = load_images(args.dataset, args.split, args.data_root, args.download, patch_size=args.patch_size).images
     model = cgae_from_images(images, args.prototypes, args.patch_size, args.components, seed=args.seed).to(device)
     images = images.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -143,7 +144,7 @@ def train(args: Args) -> tuple[CGAE, dict]:
         save_checkpoint(checkpoint_payload(model, args, run_name, iteration), checkpoint_path)
     progress.close()
     wall_seconds = time.perf_counter() - began
-    held_out = load_images(args.dataset, args.eval_split, args.data_root, patch_size=args.patch_size).images
+    held_out = load_images(args.dataset, args.eval_split, args.data_root, args.download, patch_size=args.patch_size).images
     held_out = held_out[: args.eval_images].to(device)
     codes, seconds = encode(model, held_out, args, generator)
     with torch.no_grad():
@@ -153,6 +154,8 @@ def train(args: Args) -> tuple[CGAE, dict]:
     metrics.update(wall_seconds=wall_seconds, iterations=iteration, usage_entropy_bits=usage_entropy(eval_usage),
                    prototypes_used=int((eval_usage > 0).sum()), num_prototypes=args.prototypes,
                    empty_components=float((codes == model.null_code).float().mean()))
+    if args.dataset == "shapes":  # the optimal return of a shapes image is its blank-canvas SSE
+        metrics["optimal_return_fraction"] = 1.0 - metrics["sse"] / float(held_out.square().flatten(1).sum(1).mean())
     log_image_grid(writer, "eval/targets_and_reconstructions", torch.cat([held_out[:8], reconstructions[:8].clamp(0, 1)]), iteration)
     for name, value in metrics.items():
         writer.add_scalar(f"eval/{name}", value, iteration)

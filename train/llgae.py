@@ -39,6 +39,7 @@ CHECKPOINT_KIND = "llgae"
 class Args:
     dataset: str = arg("mnist", "mnist, fashion-mnist, shapes or folder:PATH")
     data_root: str = arg(None, "folder holding the dataset files", type=str)
+    download: bool = arg(False, "fetch mnist / fashion-mnist into --data-root with torchvision if missing")
     split: str = arg("test[:8000]", "split to fit")
     eval_split: str = arg("test[8000:]", "held-out split scored at the end")
     eval_images: int = arg(None, "score only the first N held-out images (default: all)", type=int)
@@ -94,7 +95,7 @@ def train(args: Args) -> tuple[LLGAE, dict]:
     device = device_of(args.device)
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    images = load_images(args.dataset, args.split, args.data_root).images
+    images = load_images(args.dataset, args.split, args.data_root, args.download).images
     points, _ = prepare(images, args.center)
     model = initial_model(points, args).to(device)
     points = points.to(device)
@@ -123,12 +124,14 @@ def train(args: Args) -> tuple[LLGAE, dict]:
         progress.set_postfix(sse=f"{total / len(points):.2f}")
         writer.add_scalar("charts/epoch_sse", total / len(points), iteration)
     wall_seconds = time.perf_counter() - began
-    held_out = load_images(args.dataset, args.eval_split, args.data_root).images[: args.eval_images].to(device)
+    held_out = load_images(args.dataset, args.eval_split, args.data_root, args.download).images[: args.eval_images].to(device)
     reconstructions, seconds = reconstruct(model, held_out, args.center)
     bits = math.log2(args.components) + 32 * args.code_size + (32 if args.center else 0)
     metrics = reconstruction_metrics(held_out, reconstructions, bits, seconds)
     metrics.update(wall_seconds=wall_seconds, epochs=epoch + 1, iterations=iteration,
                    seed_figure=seed_figure(metrics["sse"], held_out[0].numel()))
+    if args.dataset == "shapes":  # the optimal return of a shapes image is its blank-canvas SSE
+        metrics["optimal_return_fraction"] = 1.0 - metrics["sse"] / float(held_out.square().flatten(1).sum(1).mean())
     side = held_out.shape[-1]
     means = model.mean.detach().view(-1, held_out.shape[1], side, side)
     log_image_grid(writer, "llgae/component_means", (means - means.amin()) / (means.amax() - means.amin()), iteration)

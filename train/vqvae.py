@@ -37,6 +37,7 @@ class Args:
     model: str = arg("vqvae", "vqvae (discrete codes) or vae (Gaussian codes)", choices=KINDS)
     dataset: str = arg("mnist", "mnist, fashion-mnist, shapes or folder:PATH")
     data_root: str = arg(None, "folder holding the dataset files", type=str)
+    download: bool = arg(False, "fetch mnist / fashion-mnist into --data-root with torchvision if missing")
     split: str = arg("test[:8000]", "split to fit")
     eval_split: str = arg("test[8000:]", "held-out split scored at the end")
     eval_images: int = arg(None, "score only the first N held-out images (default: all)", type=int)
@@ -83,7 +84,7 @@ def train(args: Args) -> tuple[Autoencoder, dict]:
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     noise = torch.Generator(device=device).manual_seed(args.seed)
-    images = load_images(args.dataset, args.split, args.data_root).images.to(device)
+    images = load_images(args.dataset, args.split, args.data_root, args.download).images.to(device)
     codes = codes_for_bits(args.match_bits, args.grid) if args.match_bits else args.codes
     model = Autoencoder(args.model, images.shape[1], images.shape[-1], args.grid, args.dim, codes,
                         args.commitment, args.hidden).to(device)
@@ -122,9 +123,11 @@ def train(args: Args) -> tuple[Autoencoder, dict]:
             writer.add_scalar("charts/codes_used", int((usage > 0).sum()), iteration)
             writer.add_scalar("charts/dead_codes_reseeded", model.bottleneck.reseed(last_features, usage, generator), iteration)
     wall_seconds = time.perf_counter() - began
-    held_out = load_images(args.dataset, args.eval_split, args.data_root).images[: args.eval_images].to(device)
+    held_out = load_images(args.dataset, args.eval_split, args.data_root, args.download).images[: args.eval_images].to(device)
     metrics = evaluate(model, held_out)
     metrics.update(wall_seconds=wall_seconds, epochs=epoch + 1, iterations=iteration, num_codes=codes, kl_beta=args.kl_beta)
+    if args.dataset == "shapes":  # the optimal return of a shapes image is its blank-canvas SSE
+        metrics["optimal_return_fraction"] = 1.0 - metrics["sse"] / float(held_out.square().flatten(1).sum(1).mean())
     with torch.no_grad():
         model.eval()
         log_image_grid(writer, "eval/targets_and_reconstructions",
