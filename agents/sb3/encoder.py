@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -113,4 +114,11 @@ def sb3_programs(
 ) -> torch.Tensor:
     """Roll out the SB3 agent saved at ``model_path`` on ``images`` ``(B, C, H, W)``: programs ``(B, T, 4)``."""
     device = device_of(device)
-    return policy_programs(load_sb3_model(model_path, device), images.to(device), painter)
+    model = _cached_model(str(Path(model_path).resolve()), Path(model_path).stat().st_mtime_ns, str(device))
+    return policy_programs(model, images.to(device), painter)
+
+
+@lru_cache(maxsize=4)
+def _cached_model(path: str, modified: int, device: str) -> BaseAlgorithm:
+    """Loaded once per file version: ``train.evaluate`` calls ``sb3_programs`` once per batch."""
+    return load_sb3_model(path, device)
