@@ -174,6 +174,25 @@ def test_flattened_actions_match_multidiscrete_and_wrapper():
     np.testing.assert_array_equal(wrapped.action(int(codes[0])), actions[0])
 
 
+def test_joint_moves_match_multidiscrete():
+    multi, joint = PainterVecEnv(NUM_ENVS, **KWARGS), PainterVecEnv(NUM_ENVS, joint_moves=True, **KWARGS)
+    moves = int(multi.nvec[0])
+    assert list(joint.action_space.nvec) == [moves * moves, *multi.nvec[2:]]
+    for venv in (multi, joint):
+        venv.seed(2)
+        venv.reset()
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        actions = rng.integers(0, multi.nvec, size=(NUM_ENVS, 4))
+        combined = np.concatenate([actions[:, :1] * moves + actions[:, 1:2], actions[:, 2:]], axis=1)
+        obs_m, reward_m, _, _ = multi.step(actions)
+        obs_j, reward_j, _, _ = joint.step(combined)
+        np.testing.assert_array_equal(reward_m, reward_j)
+        assert_same_obs(obs_m, obs_j)
+    with pytest.raises(ValueError, match="not both"):
+        PainterVecEnv(2, joint_moves=True, flatten_actions=True, **KWARGS)
+
+
 def test_too_many_flat_actions_is_a_clear_error():
     with pytest.raises(ValueError, match="move_radius"):
         flat_action_count([57, 57, 32, 3])

@@ -11,7 +11,7 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 import painter_env  # noqa: F401  (registers Painter-v0)
 from agents.sb3 import FlattenMultiDiscrete, PainterExtractor, PainterVecEnv, painter_policy_kwargs, sb3_programs
 from agents.sb3.encoder import policy_programs, saved_algorithm
-from agents.sb3.wrappers import HorizonIsTerminal
+from agents.sb3.wrappers import HorizonIsTerminal, split_joint_moves
 
 TINY = dict(image_size=8, patch_size=4, max_shapes=1, max_steps=1, num_levels=1, split="test")
 SMALL = dict(image_size=10, patch_size=3, max_steps=3, max_shapes=2, move_radius=2, split="test")
@@ -116,8 +116,9 @@ def test_ppo_beats_a_random_policy_on_tiny_shapes():
     assert trained.mean() > 0.0
 
 
-def test_sb3_programs_reproduce_the_env_rollout(tmp_path):
-    venv = PainterVecEnv(6, horizon_is_terminal=True, **SMALL)
+@pytest.mark.parametrize("joint_moves", [False, True])
+def test_sb3_programs_reproduce_the_env_rollout(tmp_path, joint_moves):
+    venv = PainterVecEnv(6, horizon_is_terminal=True, joint_moves=joint_moves, **SMALL)
     model = PPO("MultiInputPolicy", venv, n_steps=8, batch_size=48, policy_kwargs=SMALL_POLICY, seed=0).learn(96)
     path = tmp_path / "ppo.zip"
     model.save(path)
@@ -132,7 +133,10 @@ def test_sb3_programs_reproduce_the_env_rollout(tmp_path):
     painter = venv.painter
     programs = sb3_programs(path, painter.data.images[:6], painter, "cpu")
     assert programs.dtype == torch.long and programs.shape == (6, SMALL["max_steps"], 4)
-    assert torch.equal(programs, torch.as_tensor(np.stack(actions, axis=1)))
+    taken = np.stack(actions, axis=1)
+    if joint_moves:
+        taken = split_joint_moves(taken, painter.geometry.num_moves)
+    assert torch.equal(programs, torch.as_tensor(taken))
     from decoders.kernel import decode
     from train.common.metrics import sse_per_image
 

@@ -55,9 +55,12 @@ def test_ppo_trains_logs_a_painting_animation_saves_and_scores(tmp_path):
     assert (tmp_path / "resumed.zip").exists() and resumed["total_timesteps"] == 128
 
 
-@pytest.mark.parametrize("algo, vec_env", [("a2c", "dummy"), ("dqn", "batched")])
-def test_other_algorithms_and_vec_envs(tmp_path, algo, vec_env):
-    flags = ["--hyperparams", "learning_starts=64", "buffer_size=500"] if algo == "dqn" else []
+@pytest.mark.parametrize("algo, vec_env, flags", [
+    ("a2c", "dummy", []),
+    ("dqn", "batched", ["--hyperparams", "learning_starts=64", "buffer_size=500"]),
+    ("a2c", "batched", ["--joint-moves"]),
+])
+def test_other_algorithms_and_vec_envs(tmp_path, algo, vec_env, flags):
     metrics = run(tmp_path, "--algo", algo, "--vec-env", vec_env, "--total-timesteps", "256", "--n-envs", "4",
                   "--move-radius", "2", *flags)
     assert metrics["algo"] == algo and metrics["num_images"] == 64
@@ -70,3 +73,5 @@ def test_bad_hyperparameters_are_clear_errors(tmp_path):
         run(tmp_path, "--hyperparams", "learning_rate=fast")
     with pytest.raises(ValueError, match="cannot read hyperparameter file"):
         run(tmp_path, "--config", str(tmp_path / "missing.toml"))
+    with pytest.raises(ValueError, match="needs --vec-env batched"):
+        run(tmp_path, "--joint-moves", "--vec-env", "dummy")

@@ -89,6 +89,8 @@ class Args:
     """batched (the native batched env), dummy or subproc (SB3's, over single envs)"""
     horizon_is_terminal: bool = True
     """treat the fixed horizon as termination (the step count is observed; no bootstrapping)"""
+    joint_moves: bool = False
+    """ppo/a2c: choose the move (di, dj) as one action component, MultiDiscrete([(2M+1)^2, K, L])"""
     seed: int = 0
     """seed of the agent, the env's image draws and the data"""
     device: str = "cpu"
@@ -181,10 +183,12 @@ def make_vec_env(args: Args, kwargs: dict, n_envs: int) -> VecEnv:
     """The training envs, wrapped in ``VecMonitor`` (episode returns for the logs)."""
     flatten = args.algo == "dqn"
     if args.vec_env == "batched":
-        venv = PainterVecEnv(n_envs, args.device, flatten_actions=flatten,
+        venv = PainterVecEnv(n_envs, args.device, flatten_actions=flatten, joint_moves=args.joint_moves and not flatten,
                              horizon_is_terminal=args.horizon_is_terminal, **kwargs)
         venv.seed(args.seed)
     else:
+        if args.joint_moves:
+            raise ValueError("--joint-moves needs --vec-env batched")
         venv_class = DummyVecEnv if args.vec_env == "dummy" else SubprocVecEnv
         venv = venv_class([single_env_maker(kwargs, flatten, args.horizon_is_terminal) for _ in range(n_envs)])
         venv.seed(args.seed)

@@ -19,7 +19,7 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from decoders.kernel import move_cursor, paint_, patch_ids, position_index, table_on, window_index
-from agents.sb3.wrappers import unflatten_actions
+from agents.sb3.wrappers import split_joint_moves, unflatten_actions
 from painter_env.config import Painter, device_of
 from painter_env.env import action_space, observation_space
 
@@ -50,7 +50,8 @@ def policy_programs(
     """Programs ``(B, T, 4)`` of ``model``'s deterministic actions on ``images`` ``(B, C, H, W)``.
 
     Each step the model sees the same observation the env would give (target, canvas, cursor,
-    step); its action is painted with the kernel. ``DQN`` agents with flattened actions work too.
+    step); its action is painted with the kernel. Agents with flattened actions (DQN) or joint
+    moves work too.
     """
     expected = observation_space(painter)
     image_shape = tuple(painter.data.images.shape[1:])
@@ -85,6 +86,8 @@ def _rollout(model: BaseAlgorithm, targets: torch.Tensor, painter: Painter) -> t
         chosen, _ = model.predict(observation, deterministic=True)
         if isinstance(model.action_space, spaces.Discrete):
             chosen = unflatten_actions(chosen.reshape(-1), action_space(painter).nvec)
+        elif len(model.action_space.nvec) == 3:
+            chosen = split_joint_moves(np.asarray(chosen).reshape(batch, 3), painter.geometry.num_moves)
         action = torch.as_tensor(chosen, device=device).long().reshape(batch, 4)
         cursor = move_cursor(cursor, action[:, :2], geometry)
         index = window_index(table, position_index(cursor, geometry), channels)

@@ -22,7 +22,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from agents.sb3.wrappers import MAX_FLAT_ACTIONS, flat_action_count
+from agents.sb3.wrappers import MAX_FLAT_ACTIONS, flat_action_count, joint_move_space, split_joint_moves
 from painter_env.rendering import render_frame
 from painter_env.vector import PainterVectorEnv
 
@@ -35,7 +35,8 @@ class PainterVecEnv(VecEnv):
     ``agents.sb3.wrappers``) bounded by ``max_actions``; ``horizon_is_terminal``: report episode
     ends as terminal rather than ``TimeLimit.truncated`` (the step count is observed, so the
     horizon is part of the task and nothing remains to bootstrap; it also saves SB3 one value
-    forward pass per finished env); ``render_mode`` ("rgb_array"); the rest are ``Painter-v0``'s
+    forward pass per finished env); ``joint_moves`` for ``MultiDiscrete([(2M+1)^2, K, L])``, the
+    two move components as one choice (see ``agents.sb3.wrappers``); ``render_mode`` ("rgb_array"); the rest are ``Painter-v0``'s
     keyword arguments.
 
     ``reset`` uses the seed given by ``seed()`` (one generator draws every env's images) and,
@@ -49,6 +50,7 @@ class PainterVecEnv(VecEnv):
         flatten_actions: bool = False,
         max_actions: int = MAX_FLAT_ACTIONS,
         horizon_is_terminal: bool = False,
+        joint_moves: bool = False,
         render_mode: str | None = None,
         **painter_kwargs: Any,
     ):
@@ -58,8 +60,13 @@ class PainterVecEnv(VecEnv):
         self.nvec = self.env.single_action_space.nvec.copy()
         self.flatten_actions = flatten_actions
         action_space = self.env.single_action_space
+        if flatten_actions and joint_moves:
+            raise ValueError("choose flatten_actions or joint_moves, not both (flattened actions are already joint)")
         if flatten_actions:
             action_space = spaces.Discrete(flat_action_count(self.nvec, max_actions))
+        elif joint_moves:
+            action_space = joint_move_space(self.nvec)
+        self.joint_moves = joint_moves
         self.horizon_is_terminal = horizon_is_terminal
         self._nvec = torch.as_tensor(self.nvec, device=self.env.device)
         self._actions: torch.Tensor | None = None
@@ -86,6 +93,8 @@ class PainterVecEnv(VecEnv):
         actions = torch.as_tensor(np.asarray(actions), device=self.env.device)
         if self.flatten_actions:
             actions = self._unflatten(actions)
+        elif self.joint_moves:
+            actions = split_joint_moves(actions, int(self.nvec[0]))
         self._actions = actions
 
     def _unflatten(self, flat: torch.Tensor) -> torch.Tensor:

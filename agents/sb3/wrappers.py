@@ -1,8 +1,12 @@
-"""Flatten the painter's ``MultiDiscrete`` action into one ``Discrete`` action, for DQN.
+"""Action-space views of the painter for SB3: ``Discrete`` for DQN, a joint move for PPO/A2C.
 
 SB3's DQN needs a ``Discrete`` action space. The painter's action ``(di, dj, k, b)`` becomes the
 index ``numpy.ravel_multi_index((di, dj, k, b), nvec)``: ``(2M+1)^2 K L`` actions in all, one
 Q-value each. That number grows fast with the move radius, so it is checked against a limit.
+
+A ``MultiDiscrete`` policy picks its components independently, so the row move and the column
+move are learned separately although only their combination says where a patch lands. The joint
+move view ``MultiDiscrete([(2M+1)^2, K, L])`` makes the place one choice.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import math
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 
 MAX_FLAT_ACTIONS = 100_000
@@ -37,6 +42,19 @@ def flatten_actions(actions: np.ndarray, nvec) -> np.ndarray:
     """MultiDiscrete actions ``(..., len(nvec))`` -> flat action indices ``(...)``."""
     actions = np.asarray(actions, dtype=np.int64)
     return np.ravel_multi_index(tuple(np.moveaxis(actions, -1, 0)), tuple(int(n) for n in nvec))
+
+
+def joint_move_space(nvec) -> spaces.MultiDiscrete:
+    """``MultiDiscrete([(2M+1)^2, K, L])``: the two move components as one joint choice."""
+    moves, _, prototypes, levels = (int(n) for n in nvec)
+    return spaces.MultiDiscrete([moves * moves, prototypes, levels])
+
+
+def split_joint_moves(actions, moves: int):
+    """Actions ``(..., 3)`` with a joint move -> ``(..., 4)`` ``(di, dj, k, b)`` (numpy or torch)."""
+    move = actions[..., :1]
+    stack = np.concatenate if isinstance(actions, np.ndarray) else torch.cat
+    return stack([move // moves, move % moves, actions[..., 1:]], -1)
 
 
 class FlattenMultiDiscrete(gym.ActionWrapper):
