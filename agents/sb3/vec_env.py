@@ -54,14 +54,14 @@ class PainterVecEnv(VecEnv):
         render_mode: str | None = None,
         **painter_kwargs: Any,
     ):
+        if flatten_actions and joint_moves:
+            raise ValueError("choose flatten_actions or joint_moves, not both (flattened actions are already joint)")
         self.env = PainterVectorEnv(
             num_envs, device, autoreset_mode=AutoresetMode.SAME_STEP, render_mode=render_mode, **painter_kwargs
         )
         self.nvec = self.env.single_action_space.nvec.copy()
         self.flatten_actions = flatten_actions
         action_space = self.env.single_action_space
-        if flatten_actions and joint_moves:
-            raise ValueError("choose flatten_actions or joint_moves, not both (flattened actions are already joint)")
         if flatten_actions:
             action_space = spaces.Discrete(flat_action_count(self.nvec, max_actions))
         elif joint_moves:
