@@ -51,8 +51,15 @@ class Args:
 
 
 def painter_from_checkpoint(args: Args, payload: dict | None) -> Painter:
-    """The painter to evaluate: the checkpoint's environment with the flags' overrides."""
+    """The painter to evaluate: the checkpoint's environment with the flags' overrides.
+
+    For a Stable-Baselines3 agent (``.zip``) the settings ``train.sb3`` saved beside it are used.
+    """
     base = dict(payload["env_config"]) if payload else {}
+    if payload is None and args.checkpoint and str(args.checkpoint).endswith(".zip"):
+        from agents.sb3.encoder import sb3_env_config
+
+        base = sb3_env_config(args.checkpoint) or {}
     overrides = {"dataset": args.dataset, "data_root": args.data_root, "max_steps": args.steps}
     base.update({key: value for key, value in overrides.items() if value is not None})
     base["split"] = args.split
