@@ -99,9 +99,12 @@ def build_encoder(
     if name in ("policy", "greedy"):
         return proposal if name == "policy" else greedy
 
+    generator = torch.Generator(device).manual_seed(0)  # Gibbs sampling is reproducible run to run
+
     def gibbs(images: torch.Tensor) -> torch.Tensor:
         from agents.gibbs import refine_programs
 
-        return refine_programs(images, proposal(images), painter.dictionary, painter.geometry, sweeps=gibbs_sweeps)
+        return refine_programs(images, proposal(images), painter.dictionary, painter.geometry, sweeps=gibbs_sweeps,
+                               generator=generator)
 
     return gibbs

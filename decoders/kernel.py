@@ -193,7 +193,7 @@ def ownership(
     ids = patch_ids(actions, num_levels)
     for t in range(steps):
         index = window_index(table, positions[:, t], 1)
-        support = support_table[ids[:, t]]
+        support = support_table.index_select(0, ids[:, t])
         step = torch.full_like(within, t)
         owner.scatter_(2, index, composite(owner.gather(2, index), step, support))
         offset.scatter_(2, index, composite(offset.gather(2, index), within, support))
