@@ -12,16 +12,27 @@ through the painted reconstruction with the programs held fixed. TensorBoard log
 ``--save-every`` iterations, at the end and on Ctrl-C). ``--resume CHECKPOINT`` continues a run
 and ends with the same figures as an uninterrupted run with the same seed and ``--iterations``.
 At the end the policy is scored on ``--eval-split`` (held-out images).
+
+Data-parallel on several processes (gloo on CPU, NCCL on CUDA; ``--batch-size`` images per rank):
+
+    torchrun --standalone --nproc-per-node 2 -m train.reinforce --env painter
+
+Each rank draws and samples its own shards of the batch with its own generators (shard ``s`` is
+seeded ``seed + SHARD_SEED_STRIDE * s``); gradients, the moving-average baseline and the logged
+figures are averaged over the ranks; rank 0 alone writes TensorBoard, checkpoints and metrics.
+``--shards N`` on one process draws the same shards as N ranks, so it reproduces their run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.distributed.elastic.multiprocessing.errors import record
 from tqdm import tqdm
 
 from agents.encoders import CHECKPOINT_KIND, policy_encoder
@@ -33,6 +44,9 @@ from decoders.kernel import decode, patch_ids
 from painter_env.config import PainterConfig, build_painter, device_of
 from train.common.checkpoint import generator_states, load_checkpoint, restore_generator_states, save_checkpoint
 from train.common.config import arg, parse_args
+from train.common.distributed import (
+    average_, broadcast_, init_from_env, mean_across, merge_across, report_failure, shutdown,
+)
 from train.common.metrics import psnr, write_metrics_json
 from train.common.tensorboard import log_dictionary, log_hparams_text, log_image_grid, log_rollout_gif, make_writer
 from train.evaluate import evaluate_encoder
@@ -59,7 +73,9 @@ class Args:
     samples: int = arg(4, "programs sampled per image (S)")
     beta: float = arg(1.0, "inverse temperature: log q_r(x|z) = -beta * SSE")
     entropy_coef: float = arg(0.0, "weight of the policy-entropy bonus")
-    batch_size: int = arg(16, "images per iteration (each sampled --samples times)")
+    batch_size: int = arg(16, "images per iteration and per rank (each sampled --samples times)")
+    shards: int = arg(1, "shards per rank, each drawn and sampled with its own generators "
+                         "(one process with --shards N reproduces N ranks of torchrun)")
     iterations: int = arg(600, "training iterations")
     minutes: float = arg(9.0, "stop training after this many minutes (the final evaluation comes after)")
     lr: float = arg(1e-3, "Adam learning rate of the policy")
@@ -107,6 +123,44 @@ def sample_batch(policy, dictionary, targets, geometry, steps, args, generator, 
     return batch, out
 
 
+SHARD_SEED_STRIDE = 10_000
+
+
+def shard_generators(seed: int, shards: range, device) -> dict[str, torch.Generator]:
+    """Data and sampling generators of each shard; shard 0's are the single-process run's ones."""
+    generators = {}
+    for shard in shards:
+        data, sample = shard_names(shard)
+        generators[data] = torch.Generator().manual_seed(seed + SHARD_SEED_STRIDE * shard)
+        generators[sample] = torch.Generator(device).manual_seed(seed + SHARD_SEED_STRIDE * shard + 1)
+    return generators
+
+
+def shard_names(shard: int) -> tuple[str, str]:
+    return ("data", "sample") if shard == 0 else (f"data{shard}", f"sample{shard}")
+
+
+def draw_shards(policy, dictionary, images, geometry, steps, args, generators, shards, device):
+    """Draw each shard's images and programs with its own generators and concatenate the shards."""
+    parts = []
+    for shard in shards:
+        data, sample = shard_names(shard)
+        index = torch.randint(len(images), (args.batch_size // args.shards,), generator=generators[data])
+        targets = images[index].to(device)
+        parts.append((targets, *sample_batch(policy, dictionary, targets, geometry, steps, args, generators[sample],
+                                             args.freeze_dictionary)))
+    return parts[0] if len(parts) == 1 else tuple(concatenate(list(column)) for column in zip(*parts))
+
+
+def concatenate(items: list):
+    """Concatenate tensors, or dataclasses of tensors (``None`` fields stay ``None``), along the batch."""
+    first = items[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(items)
+    return type(first)(*(None if getattr(first, f.name) is None else torch.cat([getattr(i, f.name) for i in items])
+                         for f in dataclasses.fields(first)))
+
+
 def gradient_variance(loss_halves, parameters) -> tuple[list[torch.Tensor], float]:
     """Gradients of the two half-batch losses: their mean (the full-batch gradient) and
     ``||g1 - g2||^2 / 4``, an unbiased estimate of the trace of the full-batch gradient's covariance."""
@@ -121,9 +175,8 @@ def gradient_variance(loss_halves, parameters) -> tuple[list[torch.Tensor], floa
     return mean, spread
 
 
-def usage_entropy(actions: torch.Tensor, num_levels: int, num_patches: int) -> float:
+def usage_entropy(counts: torch.Tensor) -> float:
     """Entropy (bits) of how often each (k, b) patch is used: low means a few patches do everything."""
-    counts = torch.bincount(patch_ids(actions, num_levels).flatten(), minlength=num_patches).float()
     p = counts / counts.sum()
     return float(-(p[p > 0] * p[p > 0].log2()).sum())
 
@@ -136,7 +189,13 @@ def main(argv=None) -> dict:
         args = dataclasses.replace(Args(**resumed["args"]), **keep)
     if args.samples < 1 or args.batch_size < 2 or args.batch_size % 2:
         raise ValueError("--samples must be >= 1 and --batch-size an even number >= 2")
-    device = device_of(args.device)
+    if args.shards < 1 or args.batch_size % args.shards:
+        raise ValueError(f"--shards must be >= 1 and divide --batch-size ({args.batch_size}), got {args.shards}")
+    context, device = init_from_env(args.device)
+    if resumed is not None and resumed.get("world_size", 1) != context.world_size:
+        raise ValueError(f"{args.resume} was written by a run on {resumed.get('world_size', 1)} process(es); resume it "
+                         f"on as many (torchrun --nproc-per-node), not {context.world_size}")
+    device = device_of(device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     dictionary = PatchDictionary.from_payload(resumed["dictionary"]) if resumed else None
@@ -151,7 +210,8 @@ def main(argv=None) -> dict:
     if not args.freeze_dictionary:
         groups.append({"params": list(dictionary.parameters()), "lr": args.dictionary_lr})
     optimizer = torch.optim.Adam(groups)
-    generators = {"data": torch.Generator().manual_seed(args.seed), "sample": torch.Generator(device).manual_seed(args.seed + 1)}
+    shards = range(context.rank * args.shards, (context.rank + 1) * args.shards)
+    generators = shard_generators(args.seed, shards, device)
     moving_average = torch.zeros(steps, device=device)
     start, elapsed = 0, 0.0
     run_name = args.run_name or f"{args.dataset}__{args.estimator}__s{args.seed}__{int(time.time())}"
@@ -161,37 +221,46 @@ def main(argv=None) -> dict:
         restore_generator_states(generators, resumed["rng"])
         moving_average = resumed["moving_average"].to(device)
         start, elapsed, run_name = resumed["iteration"], resumed["elapsed"], resumed["run_name"]
+    run_name = merge_across({"run_name": run_name}, context)["run_name"]  # rank 0's clock names the run
     checkpoint_path = Path(args.checkpoint_dir) / run_name / "checkpoint.pt"
-    writer = make_writer(args.logdir, run_name)
-    log_hparams_text(writer, {**dataclasses.asdict(args), "run_name": run_name})
+    lead = context.lead
+    writer = make_writer(args.logdir, run_name) if lead else None
+    if lead:
+        log_hparams_text(writer, {**dataclasses.asdict(args), "run_name": run_name, "world_size": context.world_size})
     estimator = ESTIMATORS[args.estimator]
     options = {"beta": args.beta, "entropy_coef": args.entropy_coef}
     if args.estimator == "reinforce":
         options.update(baseline=args.baseline, moving_average=moving_average)
     parameters = [p for group in groups for p in group["params"]]
+    broadcast_(parameters, context)
+    images_per_iteration = args.batch_size * context.world_size
 
     def checkpoint(iteration: int, rng: dict | None = None) -> None:
+        """Every rank gives its generator states; rank 0 writes the checkpoint."""
+        rng = merge_across(rng or generator_states(generators), context)
+        if not lead:
+            return
         save_checkpoint({
             "kind": CHECKPOINT_KIND, "version": 1, "run_name": run_name, "iteration": iteration,
+            "world_size": context.world_size,
             "elapsed": elapsed, "args": dataclasses.asdict(args), "env_config": env_config(args, args.split).to_dict(),
             "dictionary": dictionary.to_payload(), "policy_config": policy.config.to_dict(),
             "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": rng or generator_states(generators), "moving_average": moving_average.cpu(),
+            "rng": rng, "moving_average": moving_average.cpu(),
         }, checkpoint_path)
 
     iteration = done = start
     snapshot, variances, sse = None, [], None
-    bar = tqdm(range(start, args.iterations), initial=start, total=args.iterations, desc="training")
+    bar = tqdm(range(start, args.iterations), initial=start, total=args.iterations, desc="training", disable=not lead)
     began = time.perf_counter() - elapsed
     try:
         for iteration in bar:
-            if (time.perf_counter() - began) / 60 > args.minutes:
+            out_of_time = torch.tensor([float((time.perf_counter() - began) / 60 > args.minutes)])
+            broadcast_([out_of_time], context)  # rank 0's clock decides, so every rank stops at the same iteration
+            if out_of_time.item():
                 break
             snapshot = generator_states(generators)  # what a checkpoint of an unfinished iteration restores
-            index = torch.randint(len(images), (args.batch_size,), generator=generators["data"])
-            targets = images[index].to(device)
-            batch, out = sample_batch(policy, dictionary, targets, geometry, steps, args, generators["sample"],
-                                      args.freeze_dictionary)
+            targets, batch, out = draw_shards(policy, dictionary, images, geometry, steps, args, generators, shards, device)
             logging = (iteration + 1) % args.log_every == 0
             optimizer.zero_grad()
             if logging:
@@ -206,35 +275,49 @@ def main(argv=None) -> dict:
             else:
                 surrogate = estimator(batch, **options)
                 surrogate.loss.backward()
+            # Gradients are averaged by hand rather than by a DistributedDataParallel wrapper: the policy
+            # runs step by step inside `rollout` (no single forward for DDP to hook), and logging
+            # iterations take half-batch gradients with torch.autograd.grad, which DDP does not reduce.
+            average_([p.grad for p in parameters if p.grad is not None], context)
             torch.nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
+            figures = mean_across(torch.cat([
+                returns_to_go(batch.rewards.detach()).mean((0, 1)),
+                torch.stack([batch.sse.mean(), batch.rewards.sum(-1).mean(), targets.square().flatten(1).sum(1).mean(),
+                             batch.entropy.sum(-1).mean()]).detach(),
+            ]), context)
             moving_average.mul_(args.moving_average_decay).add_(
-                (1 - args.moving_average_decay) * args.beta * returns_to_go(batch.rewards.detach()).mean((0, 1))
+                (1 - args.moving_average_decay) * args.beta * figures[:steps]
             )
             optimizer.step()
             done, snapshot = iteration + 1, None
-            returns = batch.rewards.sum(-1).detach()
-            sse = float(batch.sse.detach().mean())
-            blank = float(targets.square().flatten(1).sum(1).mean())
-            bar.set_postfix(sse=f"{sse:.3f}", entropy=f"{float(batch.entropy.detach().sum(-1).mean()):.2f}")
+            sse, returns, blank, entropy = figures[steps:].tolist()
+            bar.set_postfix(sse=f"{sse:.3f}", entropy=f"{entropy:.2f}")
             elapsed = time.perf_counter() - began
             if logging:
+                # the spread of the mean of W rank gradients is 1/W of one rank's
+                counts = torch.bincount(patch_ids(out.actions, dictionary.num_levels).flatten(),
+                                        minlength=dictionary.num_patches).float()
+                losses = mean_across(torch.cat([torch.stack([
+                    surrogate.encoder_loss, surrogate.decoder_loss, surrogate.value_loss,
+                    surrogate.loss.new_tensor(spread / context.world_size)]).detach(), counts]), context)
+                variances.append(float(losses[3]))
+            if logging and lead:
                 step = iteration + 1
                 writer.add_scalar("charts/sse", sse, step)
                 writer.add_scalar("charts/psnr", psnr(sse, targets[0].numel()), step)
-                writer.add_scalar("charts/return", float(returns.mean()), step)
+                writer.add_scalar("charts/return", returns, step)
                 if painter.data.programs is not None:
-                    writer.add_scalar("charts/optimal_return_fraction", float(returns.mean()) / blank, step)
-                writer.add_scalar("charts/images_per_second", (step - start) * args.batch_size / max(elapsed, 1e-9), step)
-                writer.add_scalar("losses/encoder", float(surrogate.encoder_loss.detach()), step)
-                writer.add_scalar("losses/decoder", float(surrogate.decoder_loss.detach()), step)
-                writer.add_scalar("losses/value", float(surrogate.value_loss.detach()), step)
-                writer.add_scalar("policy/entropy", float(batch.entropy.detach().sum(-1).mean()), step)
-                writer.add_scalar("policy/gradient_variance", spread, step)
-                variances.append(spread)
+                    writer.add_scalar("charts/optimal_return_fraction", returns / blank, step)
+                writer.add_scalar("charts/images_per_second", (step - start) * images_per_iteration / max(elapsed, 1e-9),
+                                  step)
+                writer.add_scalar("losses/encoder", float(losses[0]), step)
+                writer.add_scalar("losses/decoder", float(losses[1]), step)
+                writer.add_scalar("losses/value", float(losses[2]), step)
+                writer.add_scalar("policy/entropy", entropy, step)
+                writer.add_scalar("policy/gradient_variance", variances[-1], step)
                 writer.add_scalar("policy/position_scale", float(policy.log_position_scale.detach().exp()), step)
-                writer.add_scalar("dictionary/usage_entropy_bits",
-                                  usage_entropy(out.actions, dictionary.num_levels, dictionary.num_patches), step)
-            if (iteration + 1) % args.image_every == 0 or iteration == start:
+                writer.add_scalar("dictionary/usage_entropy_bits", usage_entropy(losses[4:]), step)
+            if lead and ((iteration + 1) % args.image_every == 0 or iteration == start):
                 show = slice(0, 4 * args.samples, args.samples)
                 log_image_grid(writer, "images/targets", targets[:4], iteration + 1)
                 log_image_grid(writer, "images/reconstructions", out.canvas[show], iteration + 1)
@@ -247,21 +330,31 @@ def main(argv=None) -> dict:
             iteration = args.iterations
     except KeyboardInterrupt:
         bar.close()
+        if context.distributed:  # the ranks stopped at different points: no consistent state to save
+            print(f"\ninterrupted: resume from the last periodic checkpoint, {checkpoint_path}", file=sys.stderr)
+            raise
         checkpoint(done, snapshot)
         print(f"\ninterrupted after iteration {done}: checkpoint saved to {checkpoint_path}")
         print(f"continue with: python -m train.reinforce --resume {checkpoint_path} --iterations {args.iterations}")
         writer.close()
         return {}
+    except Exception as error:
+        report_failure(context, error, checkpoint_path)
+        raise
     bar.close()
     wall = time.perf_counter() - began
     checkpoint(iteration)
+    shutdown(context)
+    if not lead:
+        return {}
 
     held_out = build_painter(env_config(args, args.eval_split, dictionary))
     eval_images = held_out.data.images[: args.eval_images]
     policy.eval()
     metrics, programs = evaluate_encoder(policy_encoder(policy, held_out), eval_images, held_out, 256, device)
     metrics.update(wall_seconds=wall, iterations=iteration, estimator=args.estimator, dataset=args.dataset,
-                   eval_split=args.eval_split, train_sse_sampled=sse,
+                   eval_split=args.eval_split, train_sse_sampled=sse, world_size=context.world_size,
+                   train_images_per_second=(iteration - start) * images_per_iteration / max(wall, 1e-9),
                    gradient_variance=float(torch.tensor(variances).median()) if variances else None)
     for name in ("sse", "psnr", "optimal_return_fraction"):
         if name in metrics:
@@ -279,4 +372,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    record(main)()  # under torchrun, the failing rank's traceback is shown in the run's summary
