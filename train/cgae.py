@@ -15,10 +15,8 @@ scored; bits per image = H log2(K * rows * cols + 1).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,25 +24,19 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from decoders.cgae import CGAE, cgae_from_images, prototype_usage, reseed_unused, usage_entropy
-from painter_env.config import device_of
-from painter_env.datasets import load_images
 from painter_env.rendering import render_frame, tile_frames
-from train.common.checkpoint import save_checkpoint
 from train.common.config import arg, parse_args
-from train.common.metrics import reconstruction_metrics, write_metrics_json
-from train.common.tensorboard import add_gif, log_hparams_text, log_image_grid, make_writer
+from train.common.metrics import reconstruction_metrics
+from train.common.run import CommonArgs, held_out_images, load_split, report, start_run
+from train.common.tensorboard import add_gif, log_image_grid
 
 CHECKPOINT_KIND = "cgae"
 
 
 @dataclass
-class Args:
-    dataset: str = arg("mnist", "mnist, fashion-mnist, shapes or folder:PATH")
-    data_root: str = arg(None, "folder holding the dataset files", type=str)
-    download: bool = arg(False, "fetch mnist / fashion-mnist into --data-root with torchvision if missing")
-    split: str = arg("test[:8000]", "split to fit")
-    eval_split: str = arg("test[8000:]", "held-out split scored at the end")
+class Args(CommonArgs):
     eval_images: int = arg(2000, "number of held-out images scored at the end")
+    minutes: float = arg(8.0, "stop training after this many minutes (the evaluation comes after)")
     components: int = arg(16, "H, components (placed prototypes) per image")
     prototypes: int = arg(32, "K, number of prototypes")
     patch_size: int = arg(7, "R, prototype size")
@@ -56,17 +48,10 @@ class Args:
     weight_beta: float = arg(1.0, "chains are weighted by softmax(-weight_beta * SSE) in the prototype loss")
     batch_size: int = arg(64, "images per iteration")
     epochs: int = arg(3, "passes over the fitting split")
-    minutes: float = arg(8.0, "stop training after this many minutes (the evaluation comes after)")
     lr: float = arg(3e-3, "Adam learning rate of the prototypes")
     reseed_every: int = arg(25, "iterations between reseeding unused prototypes (0: never)")
     log_every: int = arg(10, "iterations between scalar logs")
     image_every: int = arg(50, "iterations between prototype, reconstruction and Gibbs-animation logs")
-    seed: int = arg(1, "random seed (initialisation, data order, sampling)")
-    device: str = arg("cpu", "cpu or cuda")
-    logdir: str = arg("runs", "TensorBoard folder (one sub-folder per run)")
-    checkpoint_dir: str = arg("runs/checkpoints", "checkpoint folder (one sub-folder per run)")
-    run_name: str = arg(None, "name of the run (default: cgae, dataset, H, seed and time)", type=str)
-    metrics_json: str = arg(None, "write the final figures (on --eval-split) as JSON here", type=str)
 
 
 def sweep_frames(images: torch.Tensor, frames: list[torch.Tensor], patch_size: int) -> list[np.ndarray]:
@@ -94,18 +79,14 @@ def encode(model: CGAE, images: torch.Tensor, args: Args, generator: torch.Gener
 
 def train(args: Args) -> tuple[CGAE, dict]:
     """Fit on ``args.split``, score on ``args.eval_split``; returns the model and the figures."""
-    device = device_of(args.device)
-    torch.manual_seed(args.seed)
+    run = start_run(args, CHECKPOINT_KIND, f"H{args.components}")
+    device, writer = run.device, run.writer
     generator = torch.Generator(device=device).manual_seed(args.seed)
     cpu_generator = torch.Generator().manual_seed(args.seed)
-    images = load_images(args.dataset, args.split, args.data_root, args.download, patch_size=args.patch_size).images
+    images = load_split(args, args.split, patch_size=args.patch_size)
     model = cgae_from_images(images, args.prototypes, args.patch_size, args.components, seed=args.seed).to(device)
     images = images.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    run_name = args.run_name or f"cgae__{args.dataset}__H{args.components}__s{args.seed}__{int(time.time())}"
-    writer = make_writer(args.logdir, run_name)
-    log_hparams_text(writer, {**dataclasses.asdict(args), "run_name": run_name})
-    checkpoint_path = Path(args.checkpoint_dir) / run_name / "checkpoint.pt"
     usage = torch.zeros(args.prototypes, dtype=torch.long, device=device)
     began, iteration = time.perf_counter(), 0
     total = args.epochs * -(-len(images) // args.batch_size)
@@ -141,11 +122,10 @@ def train(args: Args) -> tuple[CGAE, dict]:
             if record:
                 log_image_grid(writer, "cgae/prototypes", prototype_images(model), iteration)
                 add_gif(writer, "cgae/gibbs_sweeps", sweep_frames(batch[:record], frames, args.patch_size), iteration)
-        save_checkpoint(checkpoint_payload(model, args, run_name, iteration), checkpoint_path)
+        run.save(model, model.config(), iteration=iteration)
     progress.close()
     wall_seconds = time.perf_counter() - began
-    held_out = load_images(args.dataset, args.eval_split, args.data_root, args.download, patch_size=args.patch_size).images
-    held_out = held_out[: args.eval_images].to(device)
+    held_out = held_out_images(args, device, patch_size=args.patch_size)
     codes, seconds = encode(model, held_out, args, generator)
     with torch.no_grad():
         reconstructions = model.reconstruct(codes)
@@ -154,13 +134,7 @@ def train(args: Args) -> tuple[CGAE, dict]:
     metrics.update(wall_seconds=wall_seconds, iterations=iteration, usage_entropy_bits=usage_entropy(eval_usage),
                    prototypes_used=int((eval_usage > 0).sum()), num_prototypes=args.prototypes,
                    empty_components=float((codes == model.null_code).float().mean()))
-    if args.dataset == "shapes":  # the optimal return of a shapes image is its blank-canvas SSE
-        metrics["optimal_return_fraction"] = 1.0 - metrics["sse"] / float(held_out.square().flatten(1).sum(1).mean())
-    log_image_grid(writer, "eval/targets_and_reconstructions", torch.cat([held_out[:8], reconstructions[:8].clamp(0, 1)]), iteration)
-    for name, value in metrics.items():
-        writer.add_scalar(f"eval/{name}", value, iteration)
-    writer.close()
-    save_checkpoint(checkpoint_payload(model, args, run_name, iteration), checkpoint_path)
+    run.finish(held_out, reconstructions, metrics, iteration, model, model.config(), iteration=iteration)
     return model, metrics
 
 
@@ -172,21 +146,14 @@ def prototype_images(model: CGAE) -> torch.Tensor:
     return F.interpolate((prototypes - low) / (high - low).clamp_min(1e-6), scale_factor=4, mode="nearest")
 
 
-def checkpoint_payload(model: CGAE, args: Args, run_name: str, iteration: int) -> dict:
-    return {"kind": CHECKPOINT_KIND, "version": 1, "run_name": run_name, "iteration": iteration,
-            "config": model.config(), "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "args": dataclasses.asdict(args)}
-
-
 def main(argv=None) -> dict:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
     _, metrics = train(args)
-    write_metrics_json(args.metrics_json, metrics)
-    print("| model | bits/image | SSE | PSNR | prototypes used | usage entropy (bits) | wall s |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| CGAE H={args.components} | {metrics['bits_per_image']:.0f} | {metrics['sse']:.2f} | {metrics['psnr']:.2f} "
-          f"| {metrics['prototypes_used']}/{args.prototypes} | {metrics['usage_entropy_bits']:.2f} | {metrics['wall_seconds']:.0f} |")
-    return metrics
+    return report(args, metrics, {
+        "model": f"CGAE H={args.components}", "bits/image": f"{metrics['bits_per_image']:.0f}",
+        "SSE": f"{metrics['sse']:.2f}", "PSNR": f"{metrics['psnr']:.2f}",
+        "prototypes used": f"{metrics['prototypes_used']}/{args.prototypes}",
+        "usage entropy (bits)": f"{metrics['usage_entropy_bits']:.2f}", "wall s": f"{metrics['wall_seconds']:.0f}"})
 
 
 if __name__ == "__main__":

@@ -15,34 +15,25 @@ codes as float32: log2 K + 32 E (+ 32 for the per-image mean when centring).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from decoders.llgae import LLGAE, center_images, llgae_from_points, seed_figure
-from painter_env.config import device_of
-from painter_env.datasets import load_images
-from train.common.checkpoint import save_checkpoint
 from train.common.config import arg, parse_args
-from train.common.metrics import reconstruction_metrics, write_metrics_json
-from train.common.tensorboard import log_hparams_text, log_image_grid, make_writer
+from train.common.metrics import reconstruction_metrics
+from train.common.run import CommonArgs, held_out_images, load_split, report, start_run
+from train.common.tensorboard import log_image_grid
 
 CHECKPOINT_KIND = "llgae"
 
 
 @dataclass
-class Args:
-    dataset: str = arg("mnist", "mnist, fashion-mnist, shapes or folder:PATH")
-    data_root: str = arg(None, "folder holding the dataset files", type=str)
-    download: bool = arg(False, "fetch mnist / fashion-mnist into --data-root with torchvision if missing")
-    split: str = arg("test[:8000]", "split to fit")
-    eval_split: str = arg("test[8000:]", "held-out split scored at the end")
-    eval_images: int = arg(None, "score only the first N held-out images (default: all)", type=int)
+class Args(CommonArgs):
+    minutes: float = arg(10.0, "stop training after this many minutes (0: no limit)")
     components: int = arg(11, "K, linear components (1 = LGAE)")
     code_size: int = arg(20, "E, code dimensions per component")
     beta: float = arg(0.01, "inner step size")
@@ -52,15 +43,8 @@ class Args:
                     choices=("kmeans", "random"))
     batch_size: int = arg(100, "images per iteration")
     epochs: int = arg(100, "passes over the fitting split")
-    minutes: float = arg(10.0, "stop training after this many minutes (0: no limit)")
     lr: float = arg(1e-3, "RMSprop learning rate")
     log_every: int = arg(50, "iterations between scalar logs")
-    seed: int = arg(1, "random seed (initialisation, data order)")
-    device: str = arg("cpu", "cpu or cuda")
-    logdir: str = arg("runs", "TensorBoard folder (one sub-folder per run)")
-    checkpoint_dir: str = arg("runs/checkpoints", "checkpoint folder (one sub-folder per run)")
-    run_name: str = arg(None, "name of the run (default: llgae, dataset, K, E, seed and time)", type=str)
-    metrics_json: str = arg(None, "write the final figures (on --eval-split) as JSON here", type=str)
 
 
 def prepare(images: torch.Tensor, center: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,17 +76,13 @@ def reconstruct(model: LLGAE, images: torch.Tensor, center: bool, batch_size: in
 
 def train(args: Args) -> tuple[LLGAE, dict]:
     """Fit on ``args.split``, score on ``args.eval_split``; returns the model and the figures."""
-    device = device_of(args.device)
-    torch.manual_seed(args.seed)
+    run = start_run(args, CHECKPOINT_KIND, f"K{args.components}E{args.code_size}")
+    device, writer = run.device, run.writer
     generator = torch.Generator().manual_seed(args.seed)
-    images = load_images(args.dataset, args.split, args.data_root, args.download).images
-    points, _ = prepare(images, args.center)
+    points, _ = prepare(load_split(args, args.split), args.center)
     model = initial_model(points, args).to(device)
     points = points.to(device)
     optimizer = torch.optim.RMSprop(model.parameters(), lr=args.lr)
-    run_name = args.run_name or f"llgae__{args.dataset}__K{args.components}E{args.code_size}__s{args.seed}__{int(time.time())}"
-    writer = make_writer(args.logdir, run_name)
-    log_hparams_text(writer, {**dataclasses.asdict(args), "run_name": run_name})
     began, iteration = time.perf_counter(), 0
     for epoch in (progress := tqdm(range(args.epochs), desc="llgae")):
         if args.minutes and time.perf_counter() - began > 60 * args.minutes:
@@ -124,36 +104,27 @@ def train(args: Args) -> tuple[LLGAE, dict]:
         progress.set_postfix(sse=f"{total / len(points):.2f}")
         writer.add_scalar("charts/epoch_sse", total / len(points), iteration)
     wall_seconds = time.perf_counter() - began
-    held_out = load_images(args.dataset, args.eval_split, args.data_root, args.download).images[: args.eval_images].to(device)
+    held_out = held_out_images(args, device)
     reconstructions, seconds = reconstruct(model, held_out, args.center)
     bits = math.log2(args.components) + 32 * args.code_size + (32 if args.center else 0)
     metrics = reconstruction_metrics(held_out, reconstructions, bits, seconds)
     metrics.update(wall_seconds=wall_seconds, epochs=epoch + 1, iterations=iteration,
                    seed_figure=seed_figure(metrics["sse"], held_out[0].numel()))
-    if args.dataset == "shapes":  # the optimal return of a shapes image is its blank-canvas SSE
-        metrics["optimal_return_fraction"] = 1.0 - metrics["sse"] / float(held_out.square().flatten(1).sum(1).mean())
     side = held_out.shape[-1]
     means = model.mean.detach().view(-1, held_out.shape[1], side, side)
     log_image_grid(writer, "llgae/component_means", (means - means.amin()) / (means.amax() - means.amin()), iteration)
-    log_image_grid(writer, "eval/targets_and_reconstructions", torch.cat([held_out[:8], reconstructions[:8]]), iteration)
-    for name, value in metrics.items():
-        writer.add_scalar(f"eval/{name}", value, iteration)
-    writer.close()
-    save_checkpoint({"kind": CHECKPOINT_KIND, "version": 1, "run_name": run_name, "config": model.config(),
-                     "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                     "args": dataclasses.asdict(args)}, Path(args.checkpoint_dir) / run_name / "checkpoint.pt")
+    run.finish(held_out, reconstructions, metrics, iteration, model, model.config())
     return model, metrics
 
 
 def main(argv=None) -> dict:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
     _, metrics = train(args)
-    write_metrics_json(args.metrics_json, metrics)
-    print("| model | bits/image | SSE | PSNR | seed figure (MSE 0..255, centred) | epochs | wall s |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| LLGAE K={args.components} E={args.code_size} | {metrics['bits_per_image']:.0f} | {metrics['sse']:.2f} "
-          f"| {metrics['psnr']:.2f} | {metrics['seed_figure']:.1f} | {metrics['epochs']} | {metrics['wall_seconds']:.0f} |")
-    return metrics
+    return report(args, metrics, {
+        "model": f"LLGAE K={args.components} E={args.code_size}", "bits/image": f"{metrics['bits_per_image']:.0f}",
+        "SSE": f"{metrics['sse']:.2f}", "PSNR": f"{metrics['psnr']:.2f}",
+        "seed figure (MSE 0..255, centred)": f"{metrics['seed_figure']:.1f}", "epochs": str(metrics["epochs"]),
+        "wall s": f"{metrics['wall_seconds']:.0f}"})
 
 
 if __name__ == "__main__":
