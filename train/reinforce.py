@@ -252,10 +252,10 @@ def main(argv=None) -> dict:
     iteration = done = start
     snapshot, variances, sse = None, [], None
     bar = tqdm(range(start, args.iterations), initial=start, total=args.iterations, desc="training", disable=not lead)
-    began = time.perf_counter() - elapsed
+    began, resumed_elapsed = time.perf_counter() - elapsed, elapsed
     try:
         for iteration in bar:
-            out_of_time = torch.tensor([float((time.perf_counter() - began) / 60 > args.minutes)])
+            out_of_time = torch.tensor([float((time.perf_counter() - began) / 60 > args.minutes)], device=device)
             broadcast_([out_of_time], context)  # rank 0's clock decides, so every rank stops at the same iteration
             if out_of_time.item():
                 break
@@ -294,9 +294,9 @@ def main(argv=None) -> dict:
             bar.set_postfix(sse=f"{sse:.3f}", entropy=f"{entropy:.2f}")
             elapsed = time.perf_counter() - began
             if logging:
-                # the spread of the mean of W rank gradients is 1/W of one rank's
                 counts = torch.bincount(patch_ids(out.actions, dictionary.num_levels).flatten(),
                                         minlength=dictionary.num_patches).float()
+                # the spread of the mean of W ranks' gradients is 1/W of one rank's
                 losses = mean_across(torch.cat([torch.stack([
                     surrogate.encoder_loss, surrogate.decoder_loss, surrogate.value_loss,
                     surrogate.loss.new_tensor(spread / context.world_size)]).detach(), counts]), context)
@@ -308,7 +308,7 @@ def main(argv=None) -> dict:
                 writer.add_scalar("charts/return", returns, step)
                 if painter.data.programs is not None:
                     writer.add_scalar("charts/optimal_return_fraction", returns / blank, step)
-                writer.add_scalar("charts/images_per_second", (step - start) * images_per_iteration / max(elapsed, 1e-9),
+                writer.add_scalar("charts/images_per_second", (step - start) * images_per_iteration / max(elapsed - resumed_elapsed, 1e-9),
                                   step)
                 writer.add_scalar("losses/encoder", float(losses[0]), step)
                 writer.add_scalar("losses/decoder", float(losses[1]), step)
@@ -354,7 +354,7 @@ def main(argv=None) -> dict:
     metrics, programs = evaluate_encoder(policy_encoder(policy, held_out), eval_images, held_out, 256, device)
     metrics.update(wall_seconds=wall, iterations=iteration, estimator=args.estimator, dataset=args.dataset,
                    eval_split=args.eval_split, train_sse_sampled=sse, world_size=context.world_size,
-                   train_images_per_second=(iteration - start) * images_per_iteration / max(wall, 1e-9),
+                   train_images_per_second=(iteration - start) * images_per_iteration / max(wall - resumed_elapsed, 1e-9),
                    gradient_variance=float(torch.tensor(variances).median()) if variances else None)
     for name in ("sse", "psnr", "optimal_return_fraction"):
         if name in metrics:
