@@ -71,18 +71,18 @@ def runs(tmp_path_factory):
     iteration 4, and one process drawing both ranks' shards for 4 iterations."""
     tmp_path = tmp_path_factory.mktemp("distributed")
     # forked ranks skip the slow start of fresh interpreters; the resume goes through torchrun itself
-    with pytest.raises(mp.ProcessRaisedException, match="injected failure") as failed:
+    with pytest.raises(mp.ProcessRaisedException, match="injected failure"):
         mp.start_processes(_rank, (_free_port(), _argv(tmp_path, "ddp", "--batch-size", "4", "--iterations", "4"),
                                    tmp_path), nprocs=2, start_method="fork")
     failed_checkpoint = _checkpoint(tmp_path, "ddp")
     resumed = _torchrun("-m", "train.reinforce", "--resume", str(tmp_path / "ck" / "ddp" / "checkpoint.pt"),
                         "--iterations", "4", "--metrics-json", str(tmp_path / "ddp.json"))
-    single = reinforce.main(_argv(tmp_path, "single", "--batch-size", "8", "--shards", "2", "--iterations", "4"))
-    return tmp_path, (tmp_path / "rank1.err").read_text(), failed_checkpoint, resumed, single
+    reinforce.main(_argv(tmp_path, "single", "--batch-size", "8", "--shards", "2", "--iterations", "4"))
+    return tmp_path, (tmp_path / "rank1.err").read_text(), failed_checkpoint, resumed
 
 
 def test_a_failing_rank_stops_the_run_and_keeps_the_last_checkpoint(runs):
-    tmp_path, stderr, checkpoint, _, _ = runs
+    tmp_path, stderr, checkpoint, _ = runs
     assert "[rank 1/2] training failed: RuntimeError('injected failure')" in stderr
     assert "Stopping the whole run" in stderr
     assert checkpoint["iteration"] == 2 and checkpoint["world_size"] == 2
@@ -90,7 +90,7 @@ def test_a_failing_rank_stops_the_run_and_keeps_the_last_checkpoint(runs):
 
 
 def test_two_ranks_resumed_match_one_process_with_both_shards(runs):
-    tmp_path, _, _, resumed, single = runs
+    tmp_path, _, _, resumed = runs
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     ddp, one = _checkpoint(tmp_path, "ddp"), _checkpoint(tmp_path, "single")
     assert ddp["iteration"] == one["iteration"] == 4
@@ -109,7 +109,7 @@ def test_two_ranks_resumed_match_one_process_with_both_shards(runs):
 
 
 def test_only_rank_zero_writes_and_a_checkpoint_needs_its_number_of_ranks(runs):
-    tmp_path, _, _, _, _ = runs
+    tmp_path = runs[0]
     assert len(list((tmp_path / "runs" / "ddp").glob("events.out.tfevents.*"))) == 2  # failed run and resume
     metrics = (tmp_path / "ddp.json").read_text()
     assert '"world_size": 2' in metrics and '"train_images_per_second"' in metrics
