@@ -15,7 +15,7 @@ import torch
 
 from decoders.dictionary import PatchDictionary, dictionary_from_images
 from decoders.kernel import CanvasGeometry
-from painter_env.datasets import ImageSet, check_finite, load_images
+from painter_env.datasets import ImageSet, load_images
 from painter_env.shapes import SHAPE_NAMES, shapes_dictionary
 
 DEFAULT_PROTOTYPES = 32
@@ -92,7 +92,6 @@ def build_painter(config: PainterConfig) -> Painter:
         config.dataset, config.split, config.data_root, config.download, config.image_size,
         config.patch_size, config.num_levels or DEFAULT_LEVELS, config.max_shapes, config.seed,
     )
-    check_finite(data.images, f"{config.dataset} {config.split}")
     height, width = data.images.shape[-2:]
     if config.patch_size > min(height, width):
         raise ValueError(f"patch_size {config.patch_size} is larger than the images ({height}x{width})")

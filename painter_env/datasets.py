@@ -158,7 +158,7 @@ def _idx_dataset(dataset: str, base: str, root: str, download: bool, image_size:
     if raw.dim() != 3:
         raise ValueError(f"{path} holds tensors of shape {tuple(raw.shape)}, not a stack of images")
     images = raw.unsqueeze(1).float() / 255.0
-    return ImageSet(dataset, base, _resize(images, image_size))
+    return ImageSet(dataset, base, checked(_resize(images, image_size), str(path)))
 
 
 @lru_cache(maxsize=4)
@@ -185,7 +185,7 @@ def _folder(path: str, base: str, image_size: int) -> ImageSet:
     from torchvision.transforms.functional import pil_to_tensor
 
     tensors = [pil_to_tensor(p.convert(mode).resize(size, Image.Resampling.BILINEAR)) for p in pictures]
-    return ImageSet(f"folder:{path}", base, torch.stack(tensors).float() / 255.0)
+    return ImageSet(f"folder:{path}", base, checked(torch.stack(tensors).float() / 255.0, str(directory)))
 
 
 def _resize(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
@@ -194,9 +194,13 @@ def _resize(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
     return F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True).clamp(0, 1)
 
 
-def check_finite(images: torch.Tensor, where: str) -> None:
-    """Raise ``ValueError`` if any pixel is NaN or infinite."""
-    bad = ~torch.isfinite(images)
-    if bad.any():
-        first = int(bad.flatten(1).any(1).nonzero()[0])
+def checked(images: torch.Tensor, where: str) -> torch.Tensor:
+    """``images`` if every pixel is finite; otherwise ``ValueError`` naming the first bad image.
+
+    Called once per loaded dataset (loads are cached), not per environment.
+    """
+    finite = torch.isfinite(images).flatten(1).all(1)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0])
         raise ValueError(f"{where}: image {first} contains NaN or infinite pixels")
+    return images

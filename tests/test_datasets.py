@@ -10,7 +10,7 @@ from PIL import Image
 
 from decoders.kernel import CanvasGeometry, decode
 from painter_env import shapes
-from painter_env.datasets import check_finite, load_images, parse_split
+from painter_env.datasets import checked, load_images, parse_split
 
 
 def write_idx(path, images: np.ndarray, compress: bool):
@@ -87,7 +87,8 @@ def test_nan_pixels_are_reported():
     images = torch.zeros(4, 1, 5, 5)
     images[2, 0, 1, 1] = float("nan")
     with pytest.raises(ValueError, match="image 2"):
-        check_finite(images, "somewhere")
+        checked(images, "somewhere")
+    assert checked(images[:2], "somewhere") is not None
 
 
 def test_shapes_scenes_depend_only_on_seed_split_and_index():
