@@ -10,16 +10,7 @@ from __future__ import annotations
 import torch
 
 from decoders.dictionary import PatchDictionary
-from decoders.kernel import (
-    CanvasGeometry,
-    move_cursor,
-    paint_,
-    placement_rewards,
-    position_index,
-    select_patches,
-    table_on,
-    window_index,
-)
+from decoders.kernel import CanvasGeometry, act_, placement_rewards
 
 
 def reachable(cursor: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
@@ -40,7 +31,6 @@ def greedy_programs(
     device = targets.device
     values, support = (tensor.to(device) for tensor in dictionary.patches())
     levels = dictionary.num_levels
-    table = table_on(geometry, device)
     target_flat = targets.reshape(batch, channels, -1)
     canvas = torch.zeros_like(target_flat)
     cursor = torch.tensor(geometry.start, device=device).repeat(batch, 1)
@@ -52,8 +42,6 @@ def greedy_programs(
         patch, place = best // (geometry.rows * geometry.cols), best % (geometry.rows * geometry.cols)
         goal = torch.stack((place // geometry.cols, place % geometry.cols), dim=1)
         action = torch.cat([goal - cursor + geometry.move_radius, (patch // levels)[:, None], (patch % levels)[:, None]], 1)
-        cursor = move_cursor(cursor, action[:, :2], geometry)
-        index = window_index(table, position_index(cursor, geometry), channels)
-        paint_(canvas, target_flat, index, *select_patches(values, support, patch))
+        cursor, _ = act_(canvas, target_flat, cursor, action, values, support, levels, geometry)
         actions.append(action)
     return torch.stack(actions, dim=1), canvas.view_as(targets)

@@ -13,15 +13,7 @@ import torch
 
 from agents.policy import PainterPolicy, PlacementScorer
 from decoders.dictionary import PatchDictionary
-from decoders.kernel import (
-    CanvasGeometry,
-    move_cursor,
-    paint_,
-    patch_ids,
-    position_index,
-    table_on,
-    window_index,
-)
+from decoders.kernel import CanvasGeometry, act_, patch_ids
 
 
 @dataclass
@@ -70,7 +62,6 @@ def rollout(
     device = targets.device
     with torch.no_grad():
         values, support = (tensor.to(device) for tensor in dictionary.patches())
-    table = table_on(geometry, device)
     target_flat = targets.reshape(batch, channels, -1)
     canvas = torch.zeros_like(target_flat)
     cursor = torch.tensor(geometry.start, device=device).repeat(batch, 1)
@@ -83,10 +74,8 @@ def rollout(
             targets, canvas.view_as(targets), cursor, hidden, previous, t / steps, scorer,
             action=None if actions is None else actions[:, t], mode=mode, generator=generator,
         )
-        cursor = move_cursor(cursor, out.action[:, :2], geometry)
+        cursor, reward = act_(canvas, target_flat, cursor, out.action, values, support, dictionary.num_levels, geometry)
         previous = patch_ids(out.action, dictionary.num_levels)
-        index = window_index(table, position_index(cursor, geometry), channels)
-        reward = paint_(canvas, target_flat, index, values[previous], support[previous])
         hidden = out.hidden
         for store, value in zip(record, (out.action, out.log_prob, out.entropy, out.value, reward)):
             store.append(value)

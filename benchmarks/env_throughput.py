@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import gymnasium
-import numpy as np
 import torch
 from tqdm import tqdm
 

@@ -157,6 +157,27 @@ def paint_(
     return reward
 
 
+def act_(
+    canvas: torch.Tensor,
+    target: torch.Tensor,
+    cursor: torch.Tensor,
+    actions: torch.Tensor,
+    values: torch.Tensor,
+    support: torch.Tensor,
+    num_levels: int,
+    geometry: CanvasGeometry,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Carry out one action per batch element: move the cursor, then paint (in place).
+
+    ``canvas``/``target`` are flat ``(B, C, H*W)``, ``cursor`` ``(B, 2)``, ``actions`` ``(B, 4)``,
+    ``values``/``support`` the dictionary's patch table. Returns the new cursor and the rewards.
+    """
+    cursor = move_cursor(cursor, actions[:, :2], geometry)
+    index = window_index(table_on(geometry, canvas.device), position_index(cursor, geometry), canvas.shape[1])
+    reward = paint_(canvas, target, index, *select_patches(values, support, patch_ids(actions, num_levels)))
+    return cursor, reward
+
+
 def patch_ids(actions: torch.Tensor, num_levels: int) -> torch.Tensor:
     """Row of the patch table chosen by each action: ``k * L + b``."""
     return actions[..., 2] * num_levels + actions[..., 3]

@@ -9,14 +9,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from decoders.kernel import (
-    move_cursor,
-    paint_,
-    patch_ids,
-    position_index,
-    table_on,
-    window_index,
-)
+from decoders.kernel import act_
 from painter_env.config import PainterConfig, build_painter, device_of
 from painter_env.env import action_space, invalid_action_message, observation_space
 from painter_env.rendering import render_frame
@@ -70,7 +63,6 @@ class PainterVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._geometry = self.painter.geometry
-        self._table = table_on(self._geometry, self.device)
         self._nvec = torch.as_tensor(self.single_action_space.nvec, device=self.device)
         self._lowest_action, self._highest_action = torch.zeros_like(self._nvec), self._nvec - 1
         self._images = self.painter.data.images.flatten(2).to(self.device)
@@ -96,8 +88,7 @@ class PainterVectorEnv(VectorEnv):
         """Re-read the dictionary's patches (call after training it in place)."""
         with torch.no_grad():
             values, support = self.painter.dictionary.patches()
-        # values and support side by side, so that one index_select per step fetches both
-        self._patch_table = torch.cat([values.detach(), support], dim=1).to(self.device)
+        self._values, self._support = values.detach().to(self.device), support.to(self.device)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
         """Reset every env, or those in ``options["reset_mask"]`` (Gymnasium's partial reset).
@@ -177,10 +168,8 @@ class PainterVectorEnv(VectorEnv):
         return reward
 
     def _paint_rows(self, actions, canvas, target, cursor, sse) -> torch.Tensor:
-        cursor.copy_(move_cursor(cursor, actions[:, :2], self._geometry))
-        index = window_index(self._table, position_index(cursor, self._geometry), canvas.shape[1])
-        patches = self._patch_table.index_select(0, patch_ids(actions, self._levels))
-        reward = paint_(canvas, target, index, patches[:, :-1], patches[:, -1:])
+        moved, reward = act_(canvas, target, cursor, actions, self._values, self._support, self._levels, self._geometry)
+        cursor.copy_(moved)
         sse -= reward
         return reward
 

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from decoders.kernel import (
     CanvasGeometry,
+    act_,
     cursor_path,
     decode,
     move_cursor,
@@ -47,17 +48,14 @@ def reference_paint(target, dictionary, actions, geometry):
 
 def paint_program(target, dictionary, actions, geometry):
     """Step the kernel through whole programs, as the environments do."""
-    batch, channels = target.shape[:2]
-    values, support = dictionary.patches()
-    table = table_on(geometry, "cpu")
+    values, support = (tensor.detach() for tensor in dictionary.patches())
     canvas = torch.zeros_like(target).flatten(2)
-    cursor = torch.tensor(geometry.start).repeat(batch, 1)
+    cursor = torch.tensor(geometry.start).repeat(target.shape[0], 1)
     rewards = []
     for t in range(actions.shape[1]):
-        cursor = move_cursor(cursor, actions[:, t, :2], geometry)
-        index = window_index(table, position_index(cursor, geometry), channels)
-        patches = select_patches(values.detach(), support, patch_ids(actions[:, t], dictionary.num_levels))
-        rewards.append(paint_(canvas, target.flatten(2), index, *patches))
+        cursor, reward = act_(canvas, target.flatten(2), cursor, actions[:, t], values, support,
+                              dictionary.num_levels, geometry)
+        rewards.append(reward)
     return canvas.view_as(target), torch.stack(rewards, 1)
 
 

@@ -32,6 +32,9 @@ def test_batched_env_agrees_exactly_with_single_envs():
     indices = torch.tensor([0, 3, 3, 17, 99])
     observation, info = batched.reset(seed=0, options={"indices": indices})
     single_obs = [env.reset(options={"index": int(i)})[0] for env, i in zip(singles, indices)]
+    for n, obs in enumerate(single_obs):
+        for key in obs:
+            np.testing.assert_array_equal(observation[key][n].numpy(), obs[key])
     for step in range(SMALL_SHAPES["max_steps"]):
         actions = sample_actions(batched, generator)
         observation, reward, terminated, truncated, info = batched.step(actions)

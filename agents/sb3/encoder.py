@@ -18,7 +18,7 @@ from gymnasium import spaces
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from decoders.kernel import move_cursor, paint_, patch_ids, position_index, table_on, window_index
+from decoders.kernel import act_
 from agents.sb3.wrappers import split_joint_moves, unflatten_actions
 from painter_env.config import Painter, device_of
 from painter_env.env import action_space, observation_space
@@ -68,7 +68,6 @@ def _rollout(model: BaseAlgorithm, targets: torch.Tensor, painter: Painter) -> t
     geometry, levels = painter.geometry, painter.dictionary.num_levels
     device = targets.device
     values, support = (tensor.detach().to(device) for tensor in painter.dictionary.patches())
-    table = table_on(geometry, device)
     batch, channels = targets.shape[:2]
     target_flat = targets.reshape(batch, channels, -1).float()
     canvas = torch.zeros_like(target_flat)
@@ -89,10 +88,7 @@ def _rollout(model: BaseAlgorithm, targets: torch.Tensor, painter: Painter) -> t
         elif len(model.action_space.nvec) == 3:
             chosen = split_joint_moves(np.asarray(chosen).reshape(batch, 3), painter.geometry.num_moves)
         action = torch.as_tensor(chosen, device=device).long().reshape(batch, 4)
-        cursor = move_cursor(cursor, action[:, :2], geometry)
-        index = window_index(table, position_index(cursor, geometry), channels)
-        ids = patch_ids(action, levels)
-        paint_(canvas, target_flat, index, values[ids], support[ids])
+        cursor, _ = act_(canvas, target_flat, cursor, action, values, support, levels, geometry)
         actions.append(action)
     return torch.stack(actions, dim=1)
 
