@@ -8,7 +8,9 @@ optimisation loop lives elsewhere. With ``log q_r(x|z) = -beta * SSE(x, dec(z))`
 - :func:`reinforce` - maximise ``E_q[log q_r(x|z)]`` (the ELBO-style objective). Score function
   with returns-to-go (the decrease of the SSE from step t on; rewards before t do not depend on
   the action at t), a baseline and an optional entropy bonus. Unbiased with every baseline of
-  :data:`BASELINES`: none of them depends on the action it multiplies.
+  :data:`BASELINES`: none of them depends on the action it multiplies. The ``self-critical``
+  baseline (Rennie et al. 2017) is the return of the policy's own most likely program, so a
+  sample is reinforced exactly when it beats what the encoder would output at test time.
 - :func:`iw` - the seed's importance-weighted gradient of ``log sum_z q_e(z|x) q_r(x|z)`` with
   S samples and self-normalised weights ``w_s = softmax_s(log q_r(x|z_s))`` (detached):
   ``sum_s w_s grad[log q_e(z_s|x) + log q_r(x|z_s)]``. Biased for finite S, consistent as S
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-BASELINES = ("loo", "value", "moving-average", "none")
+BASELINES = ("loo", "value", "moving-average", "self-critical", "none")
 
 
 @dataclass
@@ -39,7 +41,9 @@ class SampleBatch:
     ``log_probs`` ``(N, S, T)``: log q_e of each step's action (gradient to the encoder);
     ``rewards`` ``(N, S, T)``: SSE decrease of each step (no gradient); ``sse`` ``(N, S)``: final
     SSE of each program (gradient to the dictionary, or none when it is frozen);
-    ``entropy`` and ``values`` ``(N, S, T)``: policy entropy and value predictions, optional.
+    ``entropy`` and ``values`` ``(N, S, T)``: policy entropy and value predictions, optional;
+    ``reference_rewards`` ``(N, T)``: the step rewards of the policy's most likely program for
+    each image, for the self-critical baseline, optional.
     """
 
     log_probs: torch.Tensor
@@ -47,6 +51,7 @@ class SampleBatch:
     sse: torch.Tensor
     entropy: torch.Tensor | None = None
     values: torch.Tensor | None = None
+    reference_rewards: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.log_probs.dim() != 3 or self.rewards.shape != self.log_probs.shape:
@@ -56,6 +61,9 @@ class SampleBatch:
             )
         if self.sse.shape != self.log_probs.shape[:2]:
             raise ValueError(f"sse must be (N, S) = {tuple(self.log_probs.shape[:2])}, got {tuple(self.sse.shape)}")
+        expected = (self.log_probs.shape[0], self.log_probs.shape[2])
+        if self.reference_rewards is not None and self.reference_rewards.shape != expected:
+            raise ValueError(f"reference_rewards must be (N, T) = {expected}, got {tuple(self.reference_rewards.shape)}")
 
     @property
     def num_samples(self) -> int:
@@ -108,7 +116,9 @@ def reinforce(
 
     ``baseline``: ``"loo"`` the mean return-to-go of the other samples of the same image;
     ``"value"`` the policy's value predictions (trained here by a squared-error loss);
-    ``"moving-average"`` the given per-step averages ``moving_average`` ``(T,)``; ``"none"``.
+    ``"moving-average"`` the given per-step averages ``moving_average`` ``(T,)``;
+    ``"self-critical"`` the returns-to-go of the policy's most likely program for the same image
+    (``batch.reference_rewards``); ``"none"``.
     """
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
@@ -125,6 +135,11 @@ def reinforce(
         if moving_average is None:
             raise ValueError("the 'moving-average' baseline needs the running averages (moving_average)")
         base = moving_average.detach().view(1, 1, -1)
+    elif baseline == "self-critical":
+        if batch.reference_rewards is None:
+            raise ValueError("the 'self-critical' baseline needs the rewards of the most likely programs "
+                             "(reference_rewards)")
+        base = beta * returns_to_go(batch.reference_rewards.detach()).unsqueeze(1)
     else:
         base = torch.zeros_like(returns)
     advantage = returns - base

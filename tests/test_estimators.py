@@ -99,7 +99,9 @@ def _replicate_gradients(estimator, samples: int, replicates: int, seed: int, **
     index = torch.multinomial(probabilities.expand(replicates, -1), samples, replacement=True, generator=generator)
     log_probs = PROBLEM["log_q"].detach()[index].clone().requires_grad_()
     sse = PROBLEM["sse"].detach()[index].clone().requires_grad_()
-    batch = SampleBatch(log_probs, PROBLEM["rewards"][index], sse, values=kwargs.pop("values_table", None))
+    reference = kwargs.pop("reference_table", None)
+    batch = SampleBatch(log_probs, PROBLEM["rewards"][index], sse, values=kwargs.pop("values_table", None),
+                        reference_rewards=None if reference is None else reference.expand(replicates, -1))
     if batch.values is not None:
         batch.values = batch.values[index]
     surrogate = estimator(batch, beta=BETA, **kwargs)
@@ -133,9 +135,12 @@ def test_returns_to_go():
     assert torch.equal(returns_to_go(rewards), torch.tensor([[6.0, 5.0, 3.0]]))
 
 
-@pytest.mark.parametrize("baseline", ["loo", "none", "moving-average", "value"])
+@pytest.mark.parametrize("baseline", ["loo", "none", "moving-average", "value", "self-critical"])
 def test_reinforce_is_unbiased(baseline):
     kwargs = {"baseline": baseline}
+    if baseline == "self-critical":
+        # The rewards of one fixed program: like the policy's most likely program, not a function of the samples.
+        kwargs["reference_table"] = PROBLEM["rewards"][PROBLEM["sse"].argmin()]
     if baseline == "moving-average":
         kwargs["moving_average"] = torch.tensor([1.5, 0.7], dtype=torch.float64)
     if baseline == "value":
@@ -190,3 +195,7 @@ def test_bad_input_is_rejected():
         reinforce(SampleBatch(torch.zeros(2, 1, 4), torch.zeros(2, 1, 4), torch.zeros(2, 1)), baseline="loo")
     with pytest.raises(ValueError, match="baseline"):
         reinforce(SampleBatch(torch.zeros(2, 2, 4), torch.zeros(2, 2, 4), torch.zeros(2, 2)), baseline="median")
+    with pytest.raises(ValueError, match="reference_rewards"):
+        reinforce(SampleBatch(torch.zeros(2, 2, 4), torch.zeros(2, 2, 4), torch.zeros(2, 2)), baseline="self-critical")
+    with pytest.raises(ValueError, match="reference_rewards must be"):
+        SampleBatch(torch.zeros(2, 2, 4), torch.zeros(2, 2, 4), torch.zeros(2, 2), reference_rewards=torch.zeros(2, 3))

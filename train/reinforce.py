@@ -69,7 +69,8 @@ class Args:
     dictionary: str = arg(None, "start from this dictionary file or checkpoint", type=str)
     freeze_dictionary: bool = arg(False, "keep the dictionary fixed (train the encoder only)")
     estimator: str = arg("iw", "gradient estimator", choices=tuple(ESTIMATORS))
-    baseline: str = arg("loo", "REINFORCE baseline", choices=BASELINES)
+    baseline: str = arg("loo", "REINFORCE baseline (self-critical: the return of the policy's own most likely "
+                               "program, which then improves what the encoder outputs)", choices=BASELINES)
     samples: int = arg(4, "programs sampled per image (S)")
     beta: float = arg(1.0, "inverse temperature: log q_r(x|z) = -beta * SSE")
     entropy_coef: float = arg(0.0, "weight of the policy-entropy bonus")
@@ -110,6 +111,10 @@ def sample_batch(policy, dictionary, targets, geometry, steps, args, generator, 
     count = targets.shape[0]
     repeated = targets.repeat_interleave(args.samples, 0)
     out = rollout(policy, repeated, dictionary, geometry, steps, generator=generator)
+    reference = None
+    if args.estimator == "reinforce" and args.baseline == "self-critical":
+        with torch.no_grad():  # the most likely program: what the encoder will output at test time
+            reference = rollout(policy, targets, dictionary, geometry, steps, mode="greedy").rewards
     values, support = dictionary.patches()
     if freeze:
         values = values.detach()
@@ -118,7 +123,7 @@ def sample_batch(policy, dictionary, targets, geometry, steps, args, generator, 
     shape = (count, args.samples, steps)
     batch = SampleBatch(
         out.log_probs.view(shape), out.rewards.view(shape), sse.view(count, args.samples),
-        out.entropy.view(shape), out.values.view(shape),
+        out.entropy.view(shape), out.values.view(shape), reference,
     )
     return batch, out
 
