@@ -64,7 +64,7 @@ class CanvasGeometry:
         """Lowest ``(0, 0)`` and highest ``(rows-1, cols-1)`` cursor, as tensors on ``like``'s device or arrays."""
         if isinstance(like, torch.Tensor):
             return table_on(self, like.device, "lowest"), table_on(self, like.device, "highest")
-        return np.zeros(2, dtype=np.int64), np.array([self.rows - 1, self.cols - 1])
+        return _array_bounds(self)
 
     @property
     def window_table(self) -> torch.Tensor:
@@ -93,18 +93,35 @@ def _cached_table(geometry: CanvasGeometry, device: str, name: str) -> torch.Ten
     return sources[name]().to(device)
 
 
+@lru_cache(maxsize=64)
+def _array_bounds(geometry: CanvasGeometry) -> tuple[np.ndarray, np.ndarray]:
+    lowest, highest = np.zeros(2, dtype=np.int64), np.array([geometry.rows - 1, geometry.cols - 1])
+    lowest.flags.writeable = highest.flags.writeable = False  # shared by every caller
+    return lowest, highest
+
+
+def _component(array, index: int):
+    """``array[..., index]``; a single action or cursor (1-D) is indexed directly, which is much
+    cheaper for numpy than an ellipsis."""
+    return array[index] if array.ndim == 1 else array[..., index]
+
+
 def move_cursor(cursor, move, geometry: CanvasGeometry):
     """New cursor ``(B, 2)`` after moves given as action components in ``[0, 2M]``.
 
-    Written with operators that torch tensors and numpy arrays share, so the single env can
-    move its one cursor without torch's per-op overhead, by the same code.
+    Works on torch tensors and on numpy arrays, so the single env can move its one cursor
+    without torch's per-op overhead, by the same code.
     """
-    return (cursor + move - geometry.move_radius).clip(*geometry.cursor_bounds(cursor))
+    moved = cursor + move - geometry.move_radius
+    lowest, highest = geometry.cursor_bounds(cursor)
+    if isinstance(moved, np.ndarray):  # numpy's clip method is several times slower than this
+        return np.minimum(np.maximum(moved, lowest), highest)
+    return moved.clip(lowest, highest)
 
 
 def position_index(cursor, geometry: CanvasGeometry):
     """Row of the window table for each cursor: ``i * cols + j`` (tensor or numpy array)."""
-    return cursor[..., 0] * geometry.cols + cursor[..., 1]
+    return _component(cursor, 0) * geometry.cols + _component(cursor, 1)
 
 
 def window_index(table: torch.Tensor, position: torch.Tensor | int, channels: int) -> torch.Tensor:
@@ -180,7 +197,7 @@ def act_(
 
 def patch_ids(actions: torch.Tensor, num_levels: int) -> torch.Tensor:
     """Row of the patch table chosen by each action: ``k * L + b``."""
-    return actions[..., 2] * num_levels + actions[..., 3]
+    return _component(actions, 2) * num_levels + _component(actions, 3)
 
 
 def cursor_path(actions: torch.Tensor, geometry: CanvasGeometry, start: torch.Tensor | None = None) -> torch.Tensor:

@@ -122,16 +122,20 @@ class PainterEnv(gym.Env):
         self.action_space = action_space(self.painter)
         self._nvec = self.action_space.nvec
         self._geometry = self.painter.geometry
+        self._nvec_list = self._nvec.tolist()
         self._images = self.painter.data.images.flatten(2)
+        self._image_arrays = self._images.numpy().reshape(len(self._images), -1)  # shares the images' memory
         self._windows = window_views(self._geometry, self._images.shape[1])
         self.refresh_dictionary()
         self._levels = self.painter.dictionary.num_levels
+        self._start = np.array(self._geometry.start)
+        self._start.flags.writeable = False  # moves make new cursors, so every episode can start from it
         self._index = 0
         self._target = self._images[:1]
-        self._target_array = self._target.view(-1).numpy().copy()
+        self._target_array = self._read_only_image(0)
         self._canvas_array = np.zeros_like(self._target_array)
         self._canvas = torch.from_numpy(self._canvas_array).view(self._target.shape)
-        self._cursor = np.array(self._geometry.start)
+        self._cursor = self._start
         self._steps = 0
         self._sse = self._sse_start = 0.0
 
@@ -158,9 +162,9 @@ class PainterEnv(gym.Env):
             raise ValueError(f"options['index'] = {index} is outside the split's 0..{count - 1}")
         self._index = int(index)
         self._target = self._images[self._index:self._index + 1]
-        self._target_array = self._target.view(-1).numpy().copy()
+        self._target_array = self._read_only_image(self._index)
         self._canvas_array.fill(0.0)
-        self._cursor = np.array(self._geometry.start)
+        self._cursor = self._start
         self._steps = 0
         self._sse = float(np.dot(self._target_array.astype(np.float64), self._target_array))
         self._sse_start = self._sse
@@ -176,19 +180,25 @@ class PainterEnv(gym.Env):
         truncated = self._steps >= self.painter.max_steps
         return self._observation(), reward, False, truncated, self._info()
 
+    def _read_only_image(self, index: int) -> np.ndarray:
+        """The image as a read-only view of the dataset: no copy at reset, and no way to change it."""
+        image = self._image_arrays[index]
+        image.flags.writeable = False
+        return image
+
     def _checked(self, action) -> np.ndarray:
         array = np.asarray(action)
         if array.shape != (4,) or array.dtype.kind not in "iu":
             raise ValueError(f"an action is 4 integers (di, dj, k, b), got {action!r}")
-        outside = array.astype(np.uint64) >= self._nvec  # negative values wrap around to huge ones
-        if outside.any():
-            bad = np.flatnonzero(outside)
-            raise ValueError(invalid_action_message(int(bad[0]), int(array[bad[0]]), self._nvec))
+        # Python comparisons: for four numbers several times cheaper than numpy's
+        for component, (value, bound) in enumerate(zip(array.tolist(), self._nvec_list)):
+            if not 0 <= value < bound:
+                raise ValueError(invalid_action_message(component, value, self._nvec))
         return array.astype(np.int64, copy=False)
 
     def _observation(self) -> dict:
         return {
-            "target": self._target_array.copy(),
+            "target": self._target_array.copy(),  # new arrays every step, as Gymnasium's checker asks
             "canvas": self._canvas_array.copy(),
             "cursor": self._cursor.copy(),
             "step": self._steps,
