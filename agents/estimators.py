@@ -19,6 +19,12 @@ optimisation loop lives elsewhere. With ``log q_r(x|z) = -beta * SSE(x, dec(z))`
 - :func:`vimco` - unbiased gradient of the S-sample bound ``L_S = log (1/S) sum_s q_r(x|z_s)``
   with the leave-one-out learning signal ``L_S - L_S^(-s)`` per sample (Mnih & Rezende 2016),
   where ``L_S^(-s)`` replaces ``log q_r(x|z_s)`` by the mean of the other samples' values.
+  By default the signal is refined per step, as returns-to-go refine REINFORCE's: the score of
+  step t is multiplied by ``L_S - L_S^(-s,t)``, where ``L_S^(-s,t)`` keeps what sample s's
+  rewards before t contributed to ``log q_r(x|z_s)`` and replaces only the rest (its return
+  from t on) by the other samples' mean. That baseline depends on the past of sample s and on
+  the other samples, never on the actions it multiplies, so the estimator stays unbiased; at
+  t = 0 it is the paper's. ``per_step=False`` gives the paper's one signal per program.
 
 All three are checked against gradients computed exactly by enumerating every program of a
 tiny problem (``tests/test_estimators.py``).
@@ -72,7 +78,8 @@ class SampleBatch:
 
 @dataclass
 class Surrogate:
-    """A loss to minimise and its parts, plus the (detached) learning signal of each sample."""
+    """A loss to minimise and its parts, plus the (detached) learning signal of each sample
+    (``(N, S)``), or of each sample and step (``(N, S, T)``; ``(N, S, 1)`` when it is one per program)."""
 
     loss: torch.Tensor
     encoder_loss: torch.Tensor
@@ -159,20 +166,26 @@ def iw(batch: SampleBatch, beta: float = 1.0, entropy_coef: float = 0.0) -> Surr
     return _finish(encoder_loss, decoder_loss, batch.log_probs.new_zeros(()), signal, batch, entropy_coef)
 
 
-def vimco(batch: SampleBatch, beta: float = 1.0, entropy_coef: float = 0.0) -> Surrogate:
-    """VIMCO: unbiased gradient of ``log (1/S) sum_s q_r(x|z_s)`` with leave-one-out signals."""
+def vimco(batch: SampleBatch, beta: float = 1.0, entropy_coef: float = 0.0, per_step: bool = True) -> Surrogate:
+    """VIMCO: unbiased gradient of ``log (1/S) sum_s q_r(x|z_s)`` with leave-one-out signals
+    (per step by default, per program with ``per_step=False``; see the module docstring)."""
     samples = batch.num_samples
     log_likelihood = -beta * batch.sse
     f = log_likelihood.detach()
     bound = f.logsumexp(1, keepdim=True) - math.log(samples)
-    # L^(-s): f_s replaced by the mean of the others, i.e. logsumexp over the S-1 others and that mean.
-    replaced = leave_one_out_mean(f)
+    # L^(-s): f_s replaced (by the mean of the others, or per step only its future part), then a
+    # logsumexp over the S-1 others and that replacement.
+    if per_step:
+        future = beta * returns_to_go(batch.rewards.detach())  # the part of f_s decided from step t on
+        replaced = f.unsqueeze(2) - future + leave_one_out_mean(future)  # (N, S, T)
+    else:
+        replaced = leave_one_out_mean(f).unsqueeze(2)  # (N, S, 1)
     others = f.unsqueeze(1).expand(-1, samples, -1).masked_fill(
         torch.eye(samples, dtype=torch.bool, device=f.device), float("-inf")
     )
-    loo_bound = torch.logaddexp(others.logsumexp(2), replaced) - math.log(samples)
-    signal = bound - loo_bound
-    encoder_loss = -(signal * batch.log_probs.sum(-1)).sum(1).mean()
+    loo_bound = torch.logaddexp(others.logsumexp(2, keepdim=True), replaced) - math.log(samples)
+    signal = bound.unsqueeze(2) - loo_bound
+    encoder_loss = -(signal * batch.log_probs).sum(-1).sum(1).mean()
     decoder_loss = -(f.softmax(1) * log_likelihood).sum(1).mean()
     return _finish(encoder_loss, decoder_loss, batch.log_probs.new_zeros(()), signal, batch, entropy_coef)
 

@@ -151,8 +151,9 @@ def test_reinforce_is_unbiased(baseline):
     _assert_unbiased(gradients, _exact_reinforce())
 
 
-def test_vimco_is_unbiased_for_the_two_sample_bound():
-    gradients = _replicate_gradients(vimco, samples=2, replicates=20000, seed=2)
+@pytest.mark.parametrize("per_step", [True, False])
+def test_vimco_is_unbiased_for_the_two_sample_bound(per_step):
+    gradients = _replicate_gradients(vimco, samples=2, replicates=20000, seed=2, per_step=per_step)
     _assert_unbiased(gradients, _exact_vimco_two_samples())
 
 
@@ -172,20 +173,21 @@ def test_gradient_variance_ordering():
     """Trace of the encoder-gradient covariance at the same number of samples (S=4).
 
     Measured: reinforce without baseline 0.99, reinforce with leave-one-out baseline 0.26,
-    iw 0.17, vimco 0.43. VIMCO credits whole programs, so the per-step returns-to-go of
-    REINFORCE with a leave-one-out baseline beat it on this problem.
+    iw 0.17, vimco 0.34 per step and 0.43 per program. Refining VIMCO's signal per step removes
+    a fifth of its variance even with T=2, but REINFORCE's per-step leave-one-out baseline still
+    beats it on this problem.
     """
     encoder = PROBLEM["jac_q"].shape[2]
     variance = {
         name: float(_replicate_gradients(fn, samples=4, replicates=8000, seed=4, **kwargs)[:, :encoder].var(0).sum())
         for name, fn, kwargs in (
             ("reinforce-none", reinforce, {"baseline": "none"}), ("reinforce-loo", reinforce, {}),
-            ("iw", iw, {}), ("vimco", vimco, {}),
+            ("iw", iw, {}), ("vimco", vimco, {}), ("vimco-program", vimco, {"per_step": False}),
         )
     }
     print("encoder gradient variance (trace), S=4:", variance)
     assert variance["iw"] < variance["reinforce-loo"] < variance["reinforce-none"]
-    assert variance["vimco"] < variance["reinforce-none"]
+    assert variance["vimco"] < 0.9 * variance["vimco-program"] < variance["reinforce-none"]
 
 
 def test_bad_input_is_rejected():
