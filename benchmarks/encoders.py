@@ -29,11 +29,12 @@ def run_dataset(name: str, fit: list[str], score: list[str], estimators: list[st
     """Train one policy per estimator on a dataset; score it and greedy with its dictionary."""
     rows = []
     for estimator in estimators:
-        run = f"bench_{name}_{estimator}"
+        run = f"bench_{name}_{estimator.replace(':', '_')}"
+        method, _, baseline = estimator.partition(":")
         trained = reinforce.main(fit + score + extra + [
-            "--estimator", estimator, "--minutes", str(minutes), "--iterations", "100000", "--run-name", run,
+            "--estimator", method, "--minutes", str(minutes), "--iterations", "100000", "--run-name", run,
             "--logdir", str(workdir / "runs"), "--checkpoint-dir", str(workdir / "checkpoints"),
-        ])
+        ] + (["--baseline", baseline] if baseline else []))
         rows.append({**trained, "dataset": name, "encoder": f"policy ({estimator})"})
         checkpoint = workdir / "checkpoints" / run / "checkpoint.pt"
         split = score[score.index("--eval-split") + 1]
@@ -59,7 +60,9 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default="data", help="folder holding the MNIST IDX files")
-    parser.add_argument("--estimators", default="reinforce,iw,vimco", help="comma-separated estimators to train")
+    parser.add_argument("--estimators", default="reinforce,iw,vimco",
+                        help="comma-separated estimators to train; ESTIMATOR:BASELINE picks REINFORCE's baseline, "
+                             "e.g. reinforce:self-critical")
     parser.add_argument("--mnist-minutes", type=float, default=10.0, help="training budget per MNIST policy")
     parser.add_argument("--shapes-minutes", type=float, default=2.0, help="training budget per shapes policy")
     parser.add_argument("--datasets", default="shapes,mnist", help="comma-separated: shapes, mnist")
