@@ -2,8 +2,8 @@
 
     python -m benchmarks.sb3_throughput --n-envs 64 256 --json sb3_throughput.json
 
-For each number of envs and each vectorisation, PPO (same hyperparameters, from
-``train/configs/ppo.toml``) runs ``--rollouts`` iterations; the table gives env steps per second
+For each number of envs and each vectorisation, PPO (same hyperparameters and policy, from
+``train/configs/ppo.toml`` as ``train.sb3`` reads it) runs ``--rollouts`` iterations; the table gives env steps per second
 of rollout collection (SB3's ``collect_rollouts``: env steps and policy forward passes, no
 training) and of the whole ``learn()``, and the speed-up of the batched adapter over the better
 of the other two. Backends are measured in turn, ``--repeats`` times, and medians reported (the
@@ -30,8 +30,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
 import painter_env  # noqa: F401  (registers Painter-v0)
-from agents.sb3.extractor import painter_policy_kwargs
 from agents.sb3.vec_env import PainterVecEnv
+from painter_env.config import PainterConfig, build_painter
 from train import sb3
 from train.common.metrics import write_metrics_json
 
@@ -66,13 +66,12 @@ def make_venv(backend: str, n_envs: int, env_kwargs: dict):
     return VecMonitor(venv)
 
 
-def measure(backend: str, n_envs: int, rollouts: int, env_kwargs: dict, params: dict) -> dict:
+def measure(backend: str, n_envs: int, rollouts: int, env_kwargs: dict, params: dict, policy_kwargs: dict) -> dict:
     """Env steps/s of rollout collection and of ``learn()`` (the first, warm-up rollout is left out)."""
     venv = make_venv(backend, n_envs, env_kwargs)
     algo_kwargs = {key: value for key, value in params.items() if key not in sb3.RUN_KEYS}
     algo_kwargs["batch_size"] = min(algo_kwargs.get("batch_size", 64), algo_kwargs["n_steps"] * n_envs)
-    model = PPO("MultiInputPolicy", venv, policy_kwargs=painter_policy_kwargs(**params.get("policy_kwargs", {})),
-                seed=0, verbose=0, **algo_kwargs)
+    model = PPO("MultiInputPolicy", venv, policy_kwargs=policy_kwargs, seed=0, verbose=0, **algo_kwargs)
     per_rollout = algo_kwargs["n_steps"] * n_envs
     model.learn(per_rollout)  # warm-up: first forward passes, buffers, worker start
     timer = RolloutTimer()
@@ -83,14 +82,14 @@ def measure(backend: str, n_envs: int, rollouts: int, env_kwargs: dict, params: 
     return {"collect": rollouts * per_rollout / sum(timer.durations), "learn": rollouts * per_rollout / learn_seconds}
 
 
-def throughput_rows(args, env_kwargs: dict, params: dict) -> list[dict]:
+def throughput_rows(args, env_kwargs: dict, params: dict, policy_kwargs: dict) -> list[dict]:
     rows = []
     for n_envs in args.n_envs:
         backends = [b for b in args.backends if b != "subproc" or n_envs <= args.subproc_max_envs]
         samples = {backend: [] for backend in backends}
         for _ in range(args.repeats):
             for backend in backends:
-                samples[backend].append(measure(backend, n_envs, args.rollouts, env_kwargs, params))
+                samples[backend].append(measure(backend, n_envs, args.rollouts, env_kwargs, params, policy_kwargs))
         medians = {backend: {key: statistics.median(s[key] for s in runs) for key in ("collect", "learn")}
                    for backend, runs in samples.items()}
         others = [b for b in backends if b != "batched"]
@@ -160,9 +159,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    params = sb3.load_hyperparams(sb3.parse_args(["--dataset", args.dataset, "--hyperparams", *args.hyperparams]))
+    run_args = sb3.parse_args(["--dataset", args.dataset, "--hyperparams", *args.hyperparams])
+    params = sb3.load_hyperparams(run_args)
     env_kwargs = {"dataset": args.dataset, **({"image_size": args.image_size} if args.image_size else {})}
-    result = {"throughput": throughput_rows(args, env_kwargs, params)}
+    # The policy train.sb3 would train (the same for every backend).
+    policy_kwargs = sb3.policy_kwargs(run_args, params, build_painter(PainterConfig(**env_kwargs)))
+    result = {"throughput": throughput_rows(args, env_kwargs, params, policy_kwargs)}
     print(markdown(result["throughput"], ["n_envs", "backend", "collect_steps_per_second", "learn_steps_per_second",
                                           "collect_speedup", "learn_speedup", "compared_with"]))
     if args.quality or args.reference:

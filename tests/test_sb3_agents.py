@@ -9,9 +9,13 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.preprocessing import preprocess_obs
 
 import painter_env  # noqa: F401  (registers Painter-v0)
+from agents.greedy import greedy_programs, reachable
 from agents.sb3 import FlattenMultiDiscrete, PainterExtractor, PainterVecEnv, painter_policy_kwargs, sb3_programs
-from agents.sb3.encoder import policy_programs, saved_algorithm
+from agents.sb3.encoder import load_sb3_model, policy_programs, saved_algorithm
+from agents.sb3.extractor import start_from_matched_filter
 from agents.sb3.wrappers import HorizonIsTerminal, split_joint_moves
+from decoders.kernel import decode, move_cursor, placement_rewards
+from train.common.metrics import sse_per_image
 
 TINY = dict(image_size=8, patch_size=4, max_shapes=1, max_steps=1, num_levels=1, split="test")
 SMALL = dict(image_size=10, patch_size=3, max_steps=3, max_shapes=2, move_radius=2, split="test")
@@ -66,6 +70,77 @@ def test_egocentric_view_puts_the_cursor_at_a_fixed_place():
         assert frame.count_nonzero() == 100 and frame.sum() == images.sum()
     observation = {key: torch.as_tensor(np.stack([space[key].sample() for _ in range(3)])) for key in space.spaces}
     assert extractor(preprocess_obs(observation, space)).shape == (3, extractor.features_dim)
+
+
+def matched_argmax(extractor: PainterExtractor, observation: dict, space, painter) -> torch.Tensor:
+    """``(B, 4)``: the action whose components each maximise the extractor's matched-filter features."""
+    obs = preprocess_obs({key: torch.as_tensor(value) for key, value in observation.items()}, space)
+    shape = (-1, *painter.data.images.shape[1:])
+    features = extractor.matched(obs["target"].view(shape), obs["canvas"].view(shape), obs["cursor"])
+    sizes = [painter.geometry.num_moves] * 2 + [painter.dictionary.mean.shape[0], painter.dictionary.num_levels]
+    return torch.stack([part.argmax(1) for part in features.split(sizes, dim=1)], dim=1)
+
+
+@pytest.mark.parametrize("move_radius", [2, None])
+def test_matched_filter_argmax_is_greedy_searchs_action(move_radius):
+    venv = PainterVecEnv(64, **{**SMALL, "move_radius": move_radius})
+    painter = venv.painter
+    extractor = PainterExtractor(venv.observation_space,
+                                 **painter_policy_kwargs(painter=painter)["features_extractor_kwargs"])
+    venv.seed(0)
+    observation = venv.reset()
+    targets = torch.as_tensor(observation["target"]).view(-1, *painter.data.images.shape[1:])
+    greedy, _ = greedy_programs(targets, painter.dictionary, painter.geometry, 2)
+    values, support = painter.dictionary.patches()
+    compared = 0
+    for step in range(2):
+        cursor = torch.as_tensor(observation["cursor"])
+        canvas = torch.as_tensor(observation["canvas"]).view_as(targets)
+        rewards = placement_rewards(targets, canvas, values.detach(), support, painter.geometry.patch_size)
+        rewards = rewards.masked_fill(~reachable(cursor, painter.geometry).unsqueeze(1), float("-inf"))
+        top2 = rewards.flatten(1).topk(2).values
+        unique = top2[:, 0] > top2[:, 1] + 1e-4  # factorised argmaxes may mix two equally good placements
+        chosen = matched_argmax(extractor, observation, venv.observation_space, painter)
+        same_place = (move_cursor(cursor, chosen[:, :2], painter.geometry)
+                      == move_cursor(cursor, greedy[:, step, :2], painter.geometry)).all(1)
+        same = same_place & (chosen[:, 2:] == greedy[:, step, 2:]).all(1)
+        assert bool(same[unique].all())
+        compared += int(unique.sum())
+        observation = venv.step(greedy[:, step].numpy())[0]
+    assert compared >= 64
+
+
+def test_policy_started_from_the_matched_filter_paints_like_greedy_and_survives_save_load(tmp_path):
+    venv = PainterVecEnv(64, horizon_is_terminal=True, **SMALL)
+    policy = painter_policy_kwargs(cnn_features=32, channels=8, painter=venv.painter,
+                                   net_arch=dict(pi=[], vf=[16]))
+    started = PPO("MultiInputPolicy", venv, policy_kwargs=policy, n_steps=8, batch_size=256, seed=0)
+    plain = PPO("MultiInputPolicy", venv, policy_kwargs=policy, seed=0)
+    start_from_matched_filter(started.policy)
+    targets = venv.painter.data.images[:256]
+    greedy, _ = greedy_programs(targets, venv.painter.dictionary, venv.painter.geometry, SMALL["max_steps"])
+    values, support = venv.painter.dictionary.patches()
+
+    def sse(programs):
+        canvases = decode(programs, values.detach(), support, venv.painter.dictionary.num_levels, venv.painter.geometry)
+        return float(sse_per_image(targets, canvases).mean())
+
+    blank = float(targets.square().flatten(1).sum(1).mean())
+    gained = {name: blank - sse(policy_programs(model, targets, venv.painter))
+              for name, model in (("started", started), ("plain", plain))}
+    # Ties between equally good placements cost the factorised head some of greedy's gain; an
+    # untrained head without the start paints at random (it loses SSE on average).
+    assert gained["started"] > 0.8 * (blank - sse(greedy))
+    assert gained["plain"] < 0.2 * gained["started"]
+
+    started.save(tmp_path / "ppo.zip")
+    loaded = load_sb3_model(tmp_path / "ppo.zip")
+    assert loaded.policy.features_extractor.matched_dim == started.policy.features_extractor.matched_dim
+    assert torch.equal(policy_programs(loaded, targets, venv.painter), policy_programs(started, targets, venv.painter))
+    with pytest.raises(ValueError, match="pi=\\[\\]"):
+        start_from_matched_filter(PPO("MultiInputPolicy", venv, policy_kwargs={**policy, "net_arch": [8]}).policy)
+    with pytest.raises(ValueError, match="no matched-filter branch"):
+        start_from_matched_filter(PPO("MultiInputPolicy", venv, policy_kwargs=SMALL_POLICY).policy)
 
 
 def test_ppo_and_a2c_run_on_the_single_env():
@@ -137,9 +212,6 @@ def test_sb3_programs_reproduce_the_env_rollout(tmp_path, joint_moves):
     if joint_moves:
         taken = split_joint_moves(taken, painter.geometry.num_moves)
     assert torch.equal(programs, torch.as_tensor(taken))
-    from decoders.kernel import decode
-    from train.common.metrics import sse_per_image
-
     values, support = painter.dictionary.patches()
     canvases = decode(programs, values.detach(), support, painter.dictionary.num_levels, painter.geometry)
     sse = sse_per_image(painter.data.images[:6], canvases)

@@ -32,7 +32,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 import painter_env  # noqa: F401  (registers Painter-v0)
 from agents.sb3.callbacks import FinalSSECallback, PaintingGifCallback, TimeBudgetCallback, TqdmCallback
 from agents.sb3.encoder import env_config_path, load_sb3_model, policy_programs
-from agents.sb3.extractor import painter_policy_kwargs
+from agents.sb3.extractor import painter_policy_kwargs, start_from_matched_filter
 from agents.sb3.vec_env import PainterVecEnv
 from agents.sb3.wrappers import FlattenMultiDiscrete, HorizonIsTerminal
 from decoders.kernel import decode
@@ -45,6 +45,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 ENV_FLAGS = ("dataset", "data_root", "download", "image_size", "patch_size", "num_prototypes", "num_levels",
              "move_radius", "max_steps", "dictionary", "max_shapes")
 RUN_KEYS = ("n_envs", "n_timesteps", "policy_kwargs", "env_kwargs")
+MATCHED_KEYS = ("matched_filter", "start_from_matched")
 
 
 @dataclass
@@ -207,6 +208,21 @@ def single_env_maker(kwargs: dict, flatten: bool, horizon_is_terminal: bool):
     return make
 
 
+def policy_kwargs(args: Args, params: dict, painter: Painter) -> dict:
+    """``painter_policy_kwargs`` from the config's ``policy_kwargs``. ``matched_filter = true`` gives
+    PPO/A2C the extractor's matched-filter branch over the painter's dictionary (DQN's flattened
+    actions and joint moves do not follow its per-component layout, so it is left out there);
+    ``start_from_matched = true`` also starts the action head from it (``start_from_matched_filter``)."""
+    kwargs = {key: value for key, value in params.get("policy_kwargs", {}).items() if key not in MATCHED_KEYS}
+    return painter_policy_kwargs(**kwargs, painter=painter if uses_matched_filter(args, params) else None)
+
+
+def uses_matched_filter(args: Args, params: dict) -> bool:
+    """The config asks for the matched filter and the action is PPO/A2C's factorised ``(di, dj, k, b)``."""
+    wanted = bool(params.get("policy_kwargs", {}).get("matched_filter", False))
+    return wanted and args.algo in ("ppo", "a2c") and not args.joint_moves
+
+
 def save_env_config(model_path: Path, painter: Painter) -> None:
     """Write the painter settings and dictionary beside the model (read by ``sb3_env_config``)."""
     dictionary_path = model_path.with_suffix(".dictionary.pt")
@@ -258,9 +274,11 @@ def main(argv: list[str] | None = None) -> dict:
         model.tensorboard_log = args.logdir
     else:
         model = ALGORITHMS[args.algo](
-            "MultiInputPolicy", venv, policy_kwargs=painter_policy_kwargs(**params.get("policy_kwargs", {})),
+            "MultiInputPolicy", venv, policy_kwargs=policy_kwargs(args, params, train_painter),
             tensorboard_log=args.logdir, seed=args.seed, device=args.device, verbose=0, **algo_kwargs,
         )
+        if uses_matched_filter(args, params) and params["policy_kwargs"].get("start_from_matched", False):
+            start_from_matched_filter(model.policy)
     callbacks = [FinalSSECallback(),
                  PaintingGifCallback(eval_painter.data.images[: args.gif_images], eval_painter, args.gif_every)]
     if args.progress:

@@ -13,6 +13,19 @@ With ``egocentric=True`` the CNN sees target, canvas and residual from the curso
 so that the cursor sits at a fixed place of a zero-padded ``(H + rows - 1) x (W + cols - 1)``
 frame. The painter's moves are relative, and in that frame a shape at offset (di, dj) from the
 cursor appears at the same place wherever the cursor is. It costs about four times as much.
+
+With the painter's dictionary (``painter_policy_kwargs(painter=env.unwrapped.painter)``) the
+extractor adds a **matched-filter branch**, the inductive bias of the project's RNN policy (whose
+logits start from the kernel's placement rewards): ``decoders.kernel.placement_rewards`` gives the
+SSE decrease of every patch at every position, and the branch reduces it to one number per value
+of each action component, for the current cursor: per move ``di`` the best reward over ``dj, k, b``
+at the row it leads to (clamped at the border as ``move_cursor`` does), likewise per ``dj``, per
+``k`` the best over reachable positions and ``b``, per ``b`` the best over positions and ``k``.
+Their argmaxes are greedy search's joint argmax, so a *linear* action head (``net_arch`` with
+``pi=[]``) can represent greedy search with factorised logits, and PPO only has to learn when
+and how to deviate from it. The rewards are divided by the image's blank-canvas SSE and multiplied
+by ``matched_scale``. This hands the agent one-step lookahead through the known decoder: it is
+not learned from pixels.
 """
 
 from __future__ import annotations
@@ -24,6 +37,8 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
+
+from decoders.kernel import placement_rewards
 
 
 def band(positions: int, pixels: int) -> torch.Tensor:
@@ -46,17 +61,25 @@ def image_shape_of(space: spaces.Box) -> tuple[int, int, int]:
 
 
 class PainterExtractor(BaseFeaturesExtractor):
-    """Small CNN over ``[target, canvas, target - canvas, cursor window]`` plus one-hot cursor and step.
+    """Small CNN over ``[target, canvas, target - canvas, cursor window]`` plus one-hot cursor and step,
+    and optionally the matched-filter features (see the module docstring).
 
     ``cnn_features`` is the width of the CNN's linear output; ``channels`` the first conv's width
     (the second uses twice as many). Both convs have stride 2, which keeps a forward pass cheap
     next to the env step (about 0.5 M multiply-adds for a 28x28 image). Works for any image size
     and channel count. Images may come as ``(C, H, W)`` or flattened ``(C*H*W,)``; flat ones are taken as square
     with 1 or 3 channels unless ``image_shape`` says otherwise.
+
+    The matched-filter branch is on when ``patch_values`` ``(K*L, C, R*R)`` and ``patch_support``
+    ``(K*L, 1, R*R)`` (the dictionary's ``patches()``) are given, with ``num_levels`` L and the
+    painter's ``move_radius`` M. Its ``2(2M+1) + K + L`` features come last, in the action's
+    order ``(di, dj, k, b)``. The patches are buffers: they are saved with the policy.
     """
 
     def __init__(self, observation_space: spaces.Dict, cnn_features: int = 128, channels: int = 16,
-                 image_shape: tuple[int, int, int] | None = None, egocentric: bool = False):
+                 image_shape: tuple[int, int, int] | None = None, egocentric: bool = False,
+                 patch_values: torch.Tensor | None = None, patch_support: torch.Tensor | None = None,
+                 num_levels: int = 1, move_radius: int | None = None, matched_scale: float = 10.0):
         for key in ("target", "canvas", "cursor", "step"):
             if key not in observation_space.spaces:
                 raise ValueError(f"PainterExtractor needs the painter's Dict observation, missing {key!r}")
@@ -64,8 +87,20 @@ class PainterExtractor(BaseFeaturesExtractor):
         image_channels, height, width = self.image_shape
         rows, cols = (int(n) for n in observation_space["cursor"].nvec)
         steps = int(observation_space["step"].n)
-        super().__init__(observation_space, cnn_features + rows + cols + steps)
+        self.matched_dim = 0
+        if patch_values is not None:
+            if patch_support is None or move_radius is None:
+                raise ValueError("the matched-filter branch needs patch_values, patch_support and move_radius")
+            if patch_values.shape[0] % num_levels:
+                raise ValueError(f"{patch_values.shape[0]} patches are not a whole number of {num_levels} levels")
+            self.matched_dim = 2 * (2 * move_radius + 1) + patch_values.shape[0] // num_levels + num_levels
+        super().__init__(observation_space, cnn_features + rows + cols + steps + self.matched_dim)
         self.rows, self.cols, self.is_egocentric = rows, cols, egocentric
+        if self.matched_dim:
+            self.register_buffer("patch_values", torch.as_tensor(patch_values, dtype=torch.float32).detach().clone())
+            self.register_buffer("patch_support", torch.as_tensor(patch_support, dtype=torch.float32).clone())
+            self.num_levels, self.move_radius, self.matched_scale = num_levels, move_radius, matched_scale
+            self.patch_size = math.isqrt(patch_values.shape[-1])
         self.frame = (height + rows - 1, width + cols - 1) if egocentric else (height, width)
         inputs = 3 * image_channels if egocentric else 3 * image_channels + 1
         # band[i, y] = 1 when a patch at cursor row i covers pixel row y (same for columns).
@@ -109,17 +144,74 @@ class PainterExtractor(BaseFeaturesExtractor):
         else:
             images = torch.cat([images, self.cursor_window(cursor)], dim=1)
         # The rollout buffer stores a Discrete observation as (B, 1): its one-hot is (B, 1, n).
-        return torch.cat([self.linear(self.cnn(images)), cursor, observations["step"].flatten(1)], dim=1)
+        parts = [self.linear(self.cnn(images)), cursor, observations["step"].flatten(1)]
+        if self.matched_dim:
+            parts.append(self.matched(target, canvas, cursor))
+        return torch.cat(parts, dim=1)
+
+    @torch.no_grad()
+    def matched(self, target: torch.Tensor, canvas: torch.Tensor, cursor: torch.Tensor) -> torch.Tensor:
+        """``(B, 2(2M+1) + K + L)``: the best placement reward reachable with each value of each action
+        component from the cursor (one-hot ``(B, rows+cols)``), over the blank SSE, times ``matched_scale``."""
+        batch, radius = target.shape[0], self.move_radius
+        rewards = placement_rewards(target, canvas, self.patch_values, self.patch_support, self.patch_size)
+        rewards = rewards.view(batch, -1, self.num_levels, self.rows, self.cols)  # (B, K, L, rows, cols)
+        row, col = cursor[:, : self.rows].argmax(1), cursor[:, self.rows :].argmax(1)
+        offsets = torch.arange(-radius, radius + 1, device=target.device)
+        # The row (column) each move component value leads to, clamped as move_cursor clamps.
+        to_row = (row[:, None] + offsets).clamp(0, self.rows - 1)
+        to_col = (col[:, None] + offsets).clamp(0, self.cols - 1)
+        if radius < max(self.rows, self.cols) - 1:  # some positions are out of reach
+            near_row = (torch.arange(self.rows, device=target.device) - row[:, None]).abs() <= radius
+            near_col = (torch.arange(self.cols, device=target.device) - col[:, None]).abs() <= radius
+            reachable = near_row[:, None, None, :, None] & near_col[:, None, None, None, :]
+            rewards = rewards.masked_fill(~reachable, float("-inf"))
+        best_place = rewards.amax(dim=(1, 2))  # (B, rows, cols)
+        best_patch = rewards.flatten(3).amax(3)  # (B, K, L)
+        features = torch.cat([
+            best_place.amax(2).gather(1, to_row),
+            best_place.amax(1).gather(1, to_col),
+            best_patch.amax(2),
+            best_patch.amax(1),
+        ], dim=1)
+        blank = target.square().flatten(1).sum(1, keepdim=True).clamp_min(1e-6)
+        return features * (self.matched_scale / blank)
+
+
+def start_from_matched_filter(policy) -> None:
+    """Make the action head's logits start as the matched-filter features (identity weights on them).
+
+    The RNN policy's logits start from the placement rewards; this gives an SB3 ``ActorCriticPolicy``
+    the same start, so its untrained deterministic action is greedy search's (up to ties between
+    equally good placements) and PPO/A2C learn corrections to it. Needs a linear action head over the
+    extractor's features (``net_arch=dict(pi=[], ...)``) and the factorised ``MultiDiscrete`` action.
+    """
+    extractor, head = policy.features_extractor, policy.action_net
+    size = getattr(extractor, "matched_dim", 0)
+    if not size:
+        raise ValueError("the policy's extractor has no matched-filter branch: pass painter= to painter_policy_kwargs")
+    if head.in_features != extractor.features_dim or head.out_features != size:
+        raise ValueError(f"the action head maps {head.in_features} inputs to {head.out_features} logits; starting from "
+                         f"the matched filter needs net_arch pi=[] and the (di, dj, k, b) action ({size} logits)")
+    with torch.no_grad():
+        head.weight[:, -size:] = torch.eye(size, device=head.weight.device)
 
 
 def painter_policy_kwargs(cnn_features: int = 128, channels: int = 16, net_arch=None, image_shape=None,
-                          egocentric: bool = False) -> dict:
-    """``policy_kwargs`` for ``MultiInputPolicy`` (PPO, A2C, DQN) on ``Painter-v0``."""
-    kwargs = {
-        "features_extractor_class": PainterExtractor,
-        "features_extractor_kwargs": {"cnn_features": cnn_features, "channels": channels,
-                                      "image_shape": image_shape, "egocentric": egocentric},
-    }
+                          egocentric: bool = False, painter=None, matched_scale: float = 10.0) -> dict:
+    """``policy_kwargs`` for ``MultiInputPolicy`` (PPO, A2C, DQN) on ``Painter-v0``.
+
+    ``painter`` (``env.unwrapped.painter`` or ``PainterVecEnv.painter``) turns on the
+    matched-filter branch with its dictionary and move radius.
+    """
+    extractor = {"cnn_features": cnn_features, "channels": channels, "image_shape": image_shape,
+                 "egocentric": egocentric}
+    if painter is not None:
+        values, support = painter.dictionary.patches()
+        extractor.update(patch_values=values.detach().cpu(), patch_support=support.detach().cpu(),
+                         num_levels=painter.dictionary.num_levels, move_radius=painter.geometry.move_radius,
+                         matched_scale=matched_scale)
+    kwargs = {"features_extractor_class": PainterExtractor, "features_extractor_kwargs": extractor}
     if net_arch is not None:
         kwargs["net_arch"] = net_arch
     return kwargs
