@@ -15,10 +15,12 @@ TINY_FLAGS = ["--image-size", "10", "--patch-size", "3", "--max-shapes", "2", "-
 
 
 @pytest.fixture(autouse=True)
-def restore_threads():
-    threads = torch.get_num_threads()
+def restore_torch_settings():
+    """``train.sb3.main`` sets torch's threads and distribution checks for the process; restored here."""
+    threads, validate = torch.get_num_threads(), torch.distributions.Distribution._validate_args
     yield
     torch.set_num_threads(threads)
+    torch.distributions.Distribution.set_default_validate_args(validate)
 
 
 def run(tmp_path, *flags):
@@ -44,6 +46,7 @@ def test_ppo_trains_logs_a_painting_animation_saves_and_scores(tmp_path):
 
     # The saved agent, with its recorded painter settings, scores the same again (deterministic actions).
     model = load_sb3_model(metrics["model"])
+    assert model.policy.features_extractor.matched_dim > 0  # ppo.toml's [shapes] table asks for it
     config = sb3_env_config(metrics["model"])
     assert config["image_size"] == 10 and config["split"] == "test[:1000]"
     eval_painter = build_painter(PainterConfig(**{**config, "split": "test[1000:]"}))
@@ -64,6 +67,10 @@ def test_other_algorithms_and_vec_envs(tmp_path, algo, vec_env, flags):
     metrics = run(tmp_path, "--algo", algo, "--vec-env", vec_env, "--total-timesteps", "256", "--n-envs", "4",
                   "--move-radius", "2", *flags)
     assert metrics["algo"] == algo and metrics["num_images"] == 64
+    # The matched filter follows the factorised (di, dj, k, b) action: PPO/A2C only, not joint moves.
+    policy = load_sb3_model(metrics["model"]).policy
+    matched = (policy.q_net if algo == "dqn" else policy).features_extractor.matched_dim > 0
+    assert matched == (algo == "a2c" and "--joint-moves" not in flags)
 
 
 def test_bad_hyperparameters_are_clear_errors(tmp_path):

@@ -21,11 +21,14 @@ SSE decrease of every patch at every position, and the branch reduces it to one 
 of each action component, for the current cursor: per move ``di`` the best reward over ``dj, k, b``
 at the row it leads to (clamped at the border as ``move_cursor`` does), likewise per ``dj``, per
 ``k`` the best over reachable positions and ``b``, per ``b`` the best over positions and ``k``.
-Their argmaxes are greedy search's joint argmax, so a *linear* action head (``net_arch`` with
-``pi=[]``) can represent greedy search with factorised logits, and PPO only has to learn when
-and how to deviate from it. The rewards are divided by the image's blank-canvas SSE and multiplied
-by ``matched_scale``. This hands the agent one-step lookahead through the known decoder: it is
-not learned from pixels.
+Their argmaxes are greedy search's joint argmax (when the best placement is unique; with two
+equally good ones the factorised argmaxes may mix them), so a *linear* action head (``net_arch``
+with ``pi=[]``) can represent greedy search with factorised logits. ``start_from_matched_filter``
+starts the head there, and PPO then learns corrections to greedy search rather than the task
+from scratch. The rewards are divided by the image's blank-canvas SSE and multiplied by
+``matched_scale``. This hands the agent one-step lookahead through the known decoder and its
+dictionary: it is not learned from pixels, and it costs a little more than the CNN (one
+``placement_rewards`` call per forward pass).
 """
 
 from __future__ import annotations
