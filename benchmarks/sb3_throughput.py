@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     run_args = sb3.parse_args(["--dataset", args.dataset, "--hyperparams", *args.hyperparams])
+    # As train.sb3 runs PPO: no argument checks in torch.distributions (for every backend alike).
+    torch.distributions.Distribution.set_default_validate_args(run_args.validate_distributions)
     params = sb3.load_hyperparams(run_args)
     env_kwargs = {"dataset": args.dataset, **({"image_size": args.image_size} if args.image_size else {})}
     # The policy train.sb3 would train (the same for every backend).

@@ -98,6 +98,8 @@ class Args:
     """torch device of the agent and the batched env (cpu or cuda)"""
     threads: int = 1
     """torch CPU threads (1 is fastest on a busy machine)"""
+    validate_distributions: bool = False
+    """let torch.distributions check the arguments of SB3's action distributions at every step (slower)"""
     config: str | None = None
     """hyperparameter file (default train/configs/ALGO.toml)"""
     hyperparams: list[str] = field(default_factory=list)
@@ -255,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.env != "painter":
         raise ValueError(f"--env must be 'painter', got {args.env!r}")
     torch.set_num_threads(args.threads)
+    torch.distributions.Distribution.set_default_validate_args(args.validate_distributions)
     params = load_hyperparams(args)
     n_envs = args.n_envs or params.get("n_envs", 8)
     total = args.total_timesteps or params.get("n_timesteps", 100_000)

@@ -112,14 +112,16 @@ class PainterVecEnv(VecEnv):
             raise ValueError("step_wait() called without step_async(actions)")
         observation, reward, terminated, truncated, info = self.env.step(self._actions)
         self._actions = None
-        terminated, truncated = terminated.cpu().numpy(), truncated.cpu().numpy()
-        timeout = truncated & ~terminated & (not self.horizon_is_terminal)
-        infos = self._per_env(info, {"TimeLimit.truncated": timeout.tolist()})
+        done = (terminated | truncated).cpu().numpy()
+        timeout = [False] * self.num_envs if self.horizon_is_terminal else (truncated & ~terminated).tolist()
+        infos = self._per_env(info, {"TimeLimit.truncated": timeout})
         if "final_obs" in info:
             final = self._to_numpy(info["final_obs"], remember=False, copy=False)
-            for env in np.flatnonzero(info["_final_obs"].cpu().numpy()):
-                infos[env]["terminal_observation"] = {key: value[env] for key, value in final.items()}
-        return self._to_numpy(observation), reward.cpu().numpy(), terminated | truncated, infos
+            ended = np.flatnonzero(info["_final_obs"].cpu().numpy()).tolist()
+            rows = zip(*(value[ended] for value in final.values()))
+            for env, row in zip(ended, rows):
+                infos[env]["terminal_observation"] = dict(zip(final, row))
+        return self._to_numpy(observation), reward.cpu().numpy(), done, infos
 
     def _per_env(self, info: dict, extra: dict | None = None) -> list[dict]:
         """The native info's per-env tensors (``sse``, ``optimal_return``) as one dict per env."""
@@ -130,7 +132,10 @@ class PainterVecEnv(VecEnv):
 
     def _to_numpy(self, observation: dict, remember: bool = True, copy: bool = True) -> dict[str, np.ndarray]:
         """Numpy copies of the env's observation buffers (SB3 keeps them past the next step)."""
-        arrays = {key: value.to("cpu", copy=copy).numpy() for key, value in observation.items()}
+        arrays = {}
+        for key, value in observation.items():
+            array = value.cpu().numpy()  # a copy already when the env runs on another device
+            arrays[key] = array.copy() if copy and value.device.type == "cpu" else array
         if remember:
             self._last_obs = arrays
         return arrays
