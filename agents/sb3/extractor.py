@@ -82,7 +82,7 @@ class PainterExtractor(BaseFeaturesExtractor):
     def __init__(self, observation_space: spaces.Dict, cnn_features: int = 128, channels: int = 16,
                  image_shape: tuple[int, int, int] | None = None, egocentric: bool = False,
                  patch_values: torch.Tensor | None = None, patch_support: torch.Tensor | None = None,
-                 num_levels: int = 1, move_radius: int | None = None, matched_scale: float = 10.0):
+                 num_levels: int = 1, move_radius: int | None = None, matched_scale: float = 50.0):
         for key in ("target", "canvas", "cursor", "step"):
             if key not in observation_space.spaces:
                 raise ValueError(f"PainterExtractor needs the painter's Dict observation, missing {key!r}")
@@ -90,15 +90,15 @@ class PainterExtractor(BaseFeaturesExtractor):
         image_channels, height, width = self.image_shape
         rows, cols = (int(n) for n in observation_space["cursor"].nvec)
         steps = int(observation_space["step"].n)
-        self.matched_dim = 0
+        matched_dim = 0
         if patch_values is not None:
             if patch_support is None or move_radius is None:
                 raise ValueError("the matched-filter branch needs patch_values, patch_support and move_radius")
             if patch_values.shape[0] % num_levels:
                 raise ValueError(f"{patch_values.shape[0]} patches are not a whole number of {num_levels} levels")
-            self.matched_dim = 2 * (2 * move_radius + 1) + patch_values.shape[0] // num_levels + num_levels
-        super().__init__(observation_space, cnn_features + rows + cols + steps + self.matched_dim)
-        self.rows, self.cols, self.is_egocentric = rows, cols, egocentric
+            matched_dim = 2 * (2 * move_radius + 1) + patch_values.shape[0] // num_levels + num_levels
+        super().__init__(observation_space, cnn_features + rows + cols + steps + matched_dim)
+        self.rows, self.cols, self.is_egocentric, self.matched_dim = rows, cols, egocentric, matched_dim
         if self.matched_dim:
             self.register_buffer("patch_values", torch.as_tensor(patch_values, dtype=torch.float32).detach().clone())
             self.register_buffer("patch_support", torch.as_tensor(patch_support, dtype=torch.float32).clone())
@@ -201,7 +201,7 @@ def start_from_matched_filter(policy) -> None:
 
 
 def painter_policy_kwargs(cnn_features: int = 128, channels: int = 16, net_arch=None, image_shape=None,
-                          egocentric: bool = False, painter=None, matched_scale: float = 10.0) -> dict:
+                          egocentric: bool = False, painter=None, matched_scale: float = 50.0) -> dict:
     """``policy_kwargs`` for ``MultiInputPolicy`` (PPO, A2C, DQN) on ``Painter-v0``.
 
     ``painter`` (``env.unwrapped.painter`` or ``PainterVecEnv.painter``) turns on the
