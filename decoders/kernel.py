@@ -153,6 +153,21 @@ def composite(old: torch.Tensor, values: torch.Tensor, support: torch.Tensor) ->
     return old + support * (values - old)
 
 
+def painted(
+    old: torch.Tensor, target: torch.Tensor, values: torch.Tensor, support: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows after painting ``(B, C, R*R)`` and the rewards ``(B,)`` (decrease of the SSE),
+    from the windows ``old`` of the canvas and ``target`` of the target.
+
+    ``old`` and ``target`` are scratch copies that this overwrites (in place: no fresh
+    window-sized tensors to allocate).
+    """
+    new = composite(old, values, support)
+    # (x - old)^2 - (x - new)^2 = (old - new) * (old + new - 2x), summed over the window
+    error_sum = target.mul_(-2).add_(old).add_(new)
+    return new, old.sub_(new).mul_(error_sum).sum(dim=(1, 2))
+
+
 def paint_(
     canvas: torch.Tensor,
     target: torch.Tensor,
@@ -166,12 +181,46 @@ def paint_(
     ``values`` ``(B, C, R*R)`` and ``support`` ``(B, 1, R*R)`` (0/1 floats) are the chosen patches.
     Only the window is read and written.
     """
-    old = canvas.gather(2, index)
-    new = composite(old, values, support)
-    # (x - old)^2 - (x - new)^2 = (old - new) * (old + new - 2x), summed over the window
-    reward = ((old - new) * (old + new).sub_(target.gather(2, index), alpha=2)).sum(dim=(1, 2))
+    new, reward = painted(canvas.gather(2, index), target.gather(2, index), values, support)
     canvas.scatter_(2, index, new)
     return reward
+
+
+def corner_pixel(cursor: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
+    """Flat pixel ``i * W + j`` of each cursor's top-left corner ``(B,)``."""
+    return torch.add(cursor[:, 1], cursor[:, 0], alpha=geometry.width)
+
+
+def window_rows(images: torch.Tensor, corner: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
+    """Where the R rows of each window start in ``images``' memory: flat element offsets.
+
+    ``images`` is flat ``(B, C, H*W)`` with contiguous pixels, ``corner`` ``(B,)`` (or ``(B, T)``
+    for T windows per image) from :func:`corner_pixel`; the offsets are ordered batch, (window,)
+    channel, row. With :func:`row_blocks` a window is copied as R runs of R contiguous pixels,
+    several times cheaper than R*R gathered pixels.
+    """
+    batch, channels = images.shape[:2]
+    if images.stride(2) != 1:
+        raise ValueError(f"images must have contiguous pixels (stride 1), got strides {images.stride()}")
+    image_start = torch.arange(batch, device=corner.device).mul_(images.stride(0))
+    start = corner + image_start.view((-1,) + (1,) * (corner.dim() - 1))
+    offsets = _row_offsets(geometry, images.stride(1), channels, str(corner.device))
+    return (start[..., None, None] + offsets).view(-1)
+
+
+@lru_cache(maxsize=64)
+def _row_offsets(geometry: CanvasGeometry, channel_stride: int, channels: int, device: str) -> torch.Tensor:
+    """``(C, R)`` offsets of a window's rows from its corner in channel 0."""
+    rows = torch.arange(geometry.patch_size) * geometry.width
+    return (torch.arange(channels)[:, None] * channel_stride + rows).to(device)
+
+
+def row_blocks(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Every run of R consecutive elements of ``images``' memory, as an (overlapping) view
+    ``(span - R + 1, R)``: rows :func:`window_rows` of it are the windows' rows, for
+    ``index_select`` (read) and ``index_copy_`` (write, the rows of distinct windows never overlap)."""
+    span = 1 + sum((size - 1) * stride for size, stride in zip(images.shape, images.stride()))
+    return images.as_strided((max(span - patch_size + 1, 0), patch_size), (1, 1))
 
 
 def act_(
@@ -186,12 +235,19 @@ def act_(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Carry out one action per batch element: move the cursor, then paint (in place).
 
-    ``canvas``/``target`` are flat ``(B, C, H*W)``, ``cursor`` ``(B, 2)``, ``actions`` ``(B, 4)``,
-    ``values``/``support`` the dictionary's patch table. Returns the new cursor and the rewards.
+    ``canvas``/``target`` are flat ``(B, C, H*W)`` with contiguous pixels, ``cursor`` ``(B, 2)``,
+    ``actions`` ``(B, 4)``, ``values``/``support`` the dictionary's patch table. Returns the new
+    cursor and the rewards. Agrees with :func:`paint_` (tested); copies windows row by row.
     """
     cursor = move_cursor(cursor, actions[:, :2], geometry)
-    index = window_index(table_on(geometry, canvas.device), position_index(cursor, geometry), canvas.shape[1])
-    reward = paint_(canvas, target, index, *select_patches(values, support, patch_ids(actions, num_levels)))
+    corner = corner_pixel(cursor, geometry)
+    rows = window_rows(canvas, corner, geometry)
+    target_rows = rows if target.stride() == canvas.stride() else window_rows(target, corner, geometry)
+    blocks, size = row_blocks(canvas, geometry.patch_size), (canvas.shape[0], canvas.shape[1], geometry.patch_size**2)
+    old = blocks.index_select(0, rows).view(size)
+    window = row_blocks(target, geometry.patch_size).index_select(0, target_rows).view(size)
+    new, reward = painted(old, window, *select_patches(values, support, patch_ids(actions, num_levels)))
+    blocks.index_copy_(0, rows, new.view(-1, geometry.patch_size))
     return cursor, reward
 
 

@@ -86,6 +86,35 @@ def test_kernel_matches_reference_compositing(height, width, patch, radius, chan
     torch.testing.assert_close(rewards.sum(1), sse_drop, atol=1e-4, rtol=1e-4)
 
 
+def test_act_copies_windows_of_strided_images_like_paint():
+    """The row-block copies of act_ honour any batch/channel strides and touch only the windows."""
+    generator = torch.Generator().manual_seed(5)
+    geometry = CanvasGeometry(9, 8, 3, 4)
+    dictionary = random_dictionary(3, 2, 3, 2, generator)
+    values, support = (tensor.detach() for tensor in dictionary.patches())
+    storage = torch.rand(4, 3, 72, generator=generator)
+    canvas = storage[::2, 1:]  # (2, 2, 72): every other image, two of three channels
+    target = torch.rand(1, 2, 72, generator=generator).expand(2, -1, -1)  # one target for both canvases
+    expected = canvas.clone()
+    cursor = torch.tensor([[0, 5], [6, 0]])
+    for actions in random_actions(2, 4, geometry, dictionary, generator).unbind(1):
+        before = storage.clone()
+        moved, reward = act_(canvas, target, cursor, actions, values, support, dictionary.num_levels, geometry)
+        index = window_index(table_on(geometry, "cpu"), position_index(moved, geometry), 2)
+        chosen = select_patches(values, support, patch_ids(actions, dictionary.num_levels))
+        expected_reward = paint_(expected, target, index, *chosen)
+        torch.testing.assert_close(canvas, expected, rtol=0, atol=0)
+        torch.testing.assert_close(reward, expected_reward)
+        untouched = torch.ones_like(storage, dtype=torch.bool)
+        untouched[::2, 1:] = False
+        assert torch.equal(storage[untouched], before[untouched])
+        cursor = moved
+    empty = act_(canvas[:0], target[:0], cursor[:0], actions[:0], values, support, 2, geometry)
+    assert empty[0].shape == (0, 2) and empty[1].shape == (0,)
+    with pytest.raises(ValueError, match="contiguous pixels"):
+        act_(storage.transpose(1, 2), storage.transpose(1, 2), cursor, actions, values, support, 2, geometry)
+
+
 def test_decode_gradient_reaches_only_the_last_writer():
     generator = torch.Generator().manual_seed(0)
     geometry = CanvasGeometry(8, 8, 3, 5)

@@ -92,6 +92,28 @@ def test_partial_reset_restarts_only_the_masked_envs():
         env.reset(options={"reset_mask": torch.zeros(5, dtype=torch.bool)})
 
 
+@pytest.mark.parametrize("canvas", ["small", "large"])
+def test_resets_leave_blank_canvases(canvas):
+    """Small canvases are blanked whole; on large ones only the windows painted in the episode."""
+    kwargs = SMALL_SHAPES if canvas == "small" else {**SMALL_SHAPES, "image_size": 24, "patch_size": 3}
+    env = gymnasium.make_vec("Painter-v0", num_envs=6, **kwargs)
+    assert (env.unwrapped._corners is None) == (canvas == "small")
+    generator = torch.Generator().manual_seed(6)
+    env.reset(seed=6)
+    autoresets = 0
+    for step in range(3 * (kwargs["max_steps"] + 1)):
+        if step == 2:  # a partial reset mid-episode, then autoresets
+            observation, _ = env.reset(options={"reset_mask": torch.tensor([True, False] * 3)})
+            assert (observation["canvas"][::2] == 0).all() and (observation["canvas"][1::2] != 0).any()
+        observation, reward, _, truncated, info = env.step(sample_actions(env, generator))
+        fresh = observation["step"] == 0
+        assert (observation["canvas"][fresh] == 0).all() and (reward[fresh] == 0).all()
+        autoresets += int(fresh.sum())
+        true_sse = (observation["target"] - observation["canvas"]).square().sum(1)
+        torch.testing.assert_close(info["sse"], true_sse, atol=1e-4, rtol=1e-5)
+    assert autoresets >= 2 * env.num_envs
+
+
 def test_rewards_add_up_to_the_sse_drop_over_many_envs():
     env = gymnasium.make_vec("Painter-v0", num_envs=64, dataset="shapes", max_steps=12)
     generator = torch.Generator().manual_seed(3)
