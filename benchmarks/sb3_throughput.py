@@ -71,7 +71,7 @@ def measure(backend: str, n_envs: int, rollouts: int, env_kwargs: dict, params: 
     venv = make_venv(backend, n_envs, env_kwargs)
     algo_kwargs = {key: value for key, value in params.items() if key not in sb3.RUN_KEYS}
     algo_kwargs["batch_size"] = min(algo_kwargs.get("batch_size", 64), algo_kwargs["n_steps"] * n_envs)
-    model = PPO("MultiInputPolicy", venv, policy_kwargs=policy_kwargs, seed=0, verbose=0, **algo_kwargs)
+    model = PPO(sb3.policy_class("ppo"), venv, policy_kwargs=policy_kwargs, seed=0, verbose=0, **algo_kwargs)
     per_rollout = algo_kwargs["n_steps"] * n_envs
     model.learn(per_rollout)  # warm-up: first forward passes, buffers, worker start
     timer = RolloutTimer()

@@ -11,6 +11,7 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 import painter_env  # noqa: F401  (registers Painter-v0)
 from agents.greedy import greedy_programs, reachable
 from agents.sb3 import FlattenMultiDiscrete, PainterExtractor, PainterVecEnv, painter_policy_kwargs, sb3_programs
+from agents.sb3.distributions import PainterMultiInputPolicy
 from agents.sb3.encoder import load_sb3_model, policy_programs, saved_algorithm
 from agents.sb3.extractor import start_from_matched_filter
 from agents.sb3.wrappers import HorizonIsTerminal, split_joint_moves
@@ -81,6 +82,31 @@ def matched_argmax(extractor: PainterExtractor, observation: dict, space, painte
     return torch.stack([part.argmax(1) for part in features.split(sizes, dim=1)], dim=1)
 
 
+@pytest.mark.parametrize("dataset, channels", [("shapes", 1), ("random", 1), ("random", 3)])
+def test_matched_filter_rewards_equal_the_kernels(dataset, channels):
+    generator = torch.Generator().manual_seed(0)
+    space = gym.make("Painter-v0", image_size=12, patch_size=3, num_levels=3).observation_space
+    if dataset == "shapes":
+        values, support = PainterVecEnv(1, image_size=12, patch_size=3).painter.dictionary.patches()
+        values = values.detach()
+    else:  # K=10 prototypes, 3 levels sharing a random support, full-rank values (up to 27 > R*R*C)
+        support = (torch.rand(10, 1, 1, 9, generator=generator) < 0.7).float().expand(-1, 3, -1, -1).reshape(30, 1, 9)
+        values = torch.rand(30, channels, 9, generator=generator) * support
+    if channels == 3:
+        image = spaces.Box(0.0, 1.0, (3, 12, 12), np.float32)
+        space = spaces.Dict({**space.spaces, "target": image, "canvas": image})
+    kwargs = dict(patch_values=values, patch_support=support, num_levels=3, move_radius=9)
+    extractor = PainterExtractor(space, **kwargs)
+    target = torch.rand(16, channels, 12, 12, generator=generator)
+    canvas = torch.rand(16, channels, 12, 12, generator=generator) * (torch.rand(16, 1, 12, 12, generator=generator) < 0.5)
+    expected = placement_rewards(target, canvas, values, support, 3).flatten(2)
+    torch.testing.assert_close(extractor.placement_rewards(target, canvas), expected, rtol=0, atol=1e-4)
+    # The low-rank factors follow the patches of a loaded state dict.
+    other = PainterExtractor(space, **{**kwargs, "patch_values": values.flip(0), "patch_support": support.flip(0)})
+    other.load_state_dict(extractor.state_dict())
+    torch.testing.assert_close(other.placement_rewards(target, canvas), expected, rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("move_radius", [2, None])
 def test_matched_filter_argmax_is_greedy_searchs_action(move_radius):
     venv = PainterVecEnv(64, **{**SMALL, "move_radius": move_radius})
@@ -114,7 +140,7 @@ def test_policy_started_from_the_matched_filter_paints_like_greedy_and_survives_
     venv = PainterVecEnv(64, horizon_is_terminal=True, **SMALL)
     policy = painter_policy_kwargs(cnn_features=32, channels=8, painter=venv.painter,
                                    net_arch=dict(pi=[], vf=[16]))
-    started = PPO("MultiInputPolicy", venv, policy_kwargs=policy, n_steps=8, batch_size=256, seed=0)
+    started = PPO(PainterMultiInputPolicy, venv, policy_kwargs=policy, n_steps=8, batch_size=256, seed=0)
     plain = PPO("MultiInputPolicy", venv, policy_kwargs=policy, seed=0)
     start_from_matched_filter(started.policy)
     targets = venv.painter.data.images[:256]

@@ -31,6 +31,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 
 import painter_env  # noqa: F401  (registers Painter-v0)
 from agents.sb3.callbacks import FinalSSECallback, PaintingGifCallback, TimeBudgetCallback, TqdmCallback
+from agents.sb3.distributions import PainterMultiInputPolicy
 from agents.sb3.encoder import env_config_path, load_sb3_model, policy_programs
 from agents.sb3.extractor import painter_policy_kwargs, start_from_matched_filter
 from agents.sb3.vec_env import PainterVecEnv
@@ -219,6 +220,12 @@ def policy_kwargs(args: Args, params: dict, painter: Painter) -> dict:
     return painter_policy_kwargs(**kwargs, painter=painter if uses_matched_filter(args, params) else None)
 
 
+def policy_class(algo: str):
+    """PPO and A2C get ``PainterMultiInputPolicy`` (SB3's ``MultiInputPolicy`` with the fused
+    multi-categorical distribution); DQN its own ``MultiInputPolicy``."""
+    return "MultiInputPolicy" if algo == "dqn" else PainterMultiInputPolicy
+
+
 def uses_matched_filter(args: Args, params: dict) -> bool:
     """The config asks for the matched filter and the action is PPO/A2C's factorised ``(di, dj, k, b)``."""
     wanted = bool(params.get("policy_kwargs", {}).get("matched_filter", False))
@@ -277,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
         model.tensorboard_log = args.logdir
     else:
         model = ALGORITHMS[args.algo](
-            "MultiInputPolicy", venv, policy_kwargs=policy_kwargs(args, params, train_painter),
+            policy_class(args.algo), venv, policy_kwargs=policy_kwargs(args, params, train_painter),
             tensorboard_log=args.logdir, seed=args.seed, device=args.device, verbose=0, **algo_kwargs,
         )
         if uses_matched_filter(args, params) and params["policy_kwargs"].get("start_from_matched", False):
