@@ -87,6 +87,8 @@ class Args:
     moving_average_decay: float = arg(0.9, "decay of the moving-average baseline")
     hidden_size: int = arg(64, "GRU hidden units")
     feature_size: int = arg(16, "per-position feature channels")
+    score_scale: float = arg(50.0, "starting inverse temperature of the matched-filter logits (learned): "
+                                  "large values start the policy close to greedy search")
     seed: int = arg(1, "random seed (data order, sampling, initialisation)")
     device: str = arg("cpu", "cpu or cuda")
     threads: int = arg(1, "CPU threads for torch (1 is fastest on a busy machine: more threads spin-wait)")
@@ -211,7 +213,7 @@ def main(argv=None) -> dict:
     images = painter.data.images
     policy = (PainterPolicy(PolicyConfig(**resumed["policy_config"])) if resumed else policy_for(
         geometry, dictionary.channels, dictionary.num_prototypes, dictionary.num_levels,
-        hidden_size=args.hidden_size, feature_size=args.feature_size,
+        hidden_size=args.hidden_size, feature_size=args.feature_size, score_scale=args.score_scale,
     )).to(device)
     groups = [{"params": list(policy.parameters()), "lr": args.lr}]
     if not args.freeze_dictionary:
