@@ -3,7 +3,8 @@
     python -m benchmarks.sb3_throughput --n-envs 64 256 --json sb3_throughput.json
 
 For each number of envs and each vectorisation, PPO (same hyperparameters and policy, from
-``train/configs/ppo.toml`` as ``train.sb3`` reads it) runs ``--rollouts`` iterations; the table gives env steps per second
+``train/configs/ppo.toml`` as ``train.sb3`` reads it and with ``train.sb3``'s policy class; the
+``policy`` column names it) runs ``--rollouts`` iterations; the table gives env steps per second
 of rollout collection (SB3's ``collect_rollouts``: env steps and policy forward passes, no
 training) and of the whole ``learn()``, and the speed-up of the batched adapter over the better
 of the other two. Backends are measured in turn, ``--repeats`` times, and medians reported (the
@@ -82,8 +83,17 @@ def measure(backend: str, n_envs: int, rollouts: int, env_kwargs: dict, params: 
     return {"collect": rollouts * per_rollout / sum(timer.durations), "learn": rollouts * per_rollout / learn_seconds}
 
 
+def policy_name(policy_kwargs: dict) -> str:
+    """What the table's policy is: the policy class, its extractor and whether it has the matched filter."""
+    policy = sb3.policy_class("ppo")
+    extractor = policy_kwargs["features_extractor_class"].__name__
+    matched = " + matched filter" if "patch_values" in policy_kwargs["features_extractor_kwargs"] else ""
+    return f"{getattr(policy, '__name__', policy)}({extractor}{matched})"
+
+
 def throughput_rows(args, env_kwargs: dict, params: dict, policy_kwargs: dict) -> list[dict]:
     rows = []
+    policy = policy_name(policy_kwargs)
     for n_envs in args.n_envs:
         backends = [b for b in args.backends if b != "subproc" or n_envs <= args.subproc_max_envs]
         samples = {backend: [] for backend in backends}
@@ -94,7 +104,8 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policy_kwargs: dict) -
                    for backend, runs in samples.items()}
         others = [b for b in backends if b != "batched"]
         for backend in backends:
-            row = {"n_envs": n_envs, "backend": backend, "collect_steps_per_second": medians[backend]["collect"],
+            row = {"n_envs": n_envs, "backend": backend, "policy": policy,
+                   "collect_steps_per_second": medians[backend]["collect"],
                    "learn_steps_per_second": medians[backend]["learn"], "repeats": args.repeats}
             if backend == "batched" and others:
                 best = max(others, key=lambda b: medians[b]["collect"])
@@ -167,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The policy train.sb3 would train (the same for every backend).
     policy_kwargs = sb3.policy_kwargs(run_args, params, build_painter(PainterConfig(**env_kwargs)))
     result = {"throughput": throughput_rows(args, env_kwargs, params, policy_kwargs)}
-    print(markdown(result["throughput"], ["n_envs", "backend", "collect_steps_per_second", "learn_steps_per_second",
+    print(markdown(result["throughput"], ["n_envs", "backend", "policy", "collect_steps_per_second", "learn_steps_per_second",
                                           "collect_speedup", "learn_speedup", "compared_with"]))
     if args.quality or args.reference:
         result["quality"] = quality_rows(args)

@@ -4,6 +4,8 @@ Usage, one line::
 
     PPO("MultiInputPolicy", env, policy_kwargs=painter_policy_kwargs())
 
+(``agents.sb3.PainterMultiInputPolicy`` in place of ``"MultiInputPolicy"`` samples the same actions faster.)
+
 The CNN sees target, canvas, residual (target - canvas) and a map of the patch window under the
 cursor, stacked as channels, so it can relate the cursor to what is left to paint. Its output is
 concatenated with the one-hot cursor and step (SB3 one-hot encodes ``MultiDiscrete`` and
