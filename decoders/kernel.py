@@ -332,19 +332,23 @@ def placement_rewards(
 ) -> torch.Tensor:
     """Reward of painting every patch at every position: ``(B, K*L, rows, cols)``.
 
-    Computed for all placements at once as cross-correlations (conv2d) of the images with the
-    patches and their supports, using, inside a window W with support m and patch p,
-    ``sum_W m v [(x - c)^2 - (x - p)^2] = <v (x - c)^2, m> - <v x^2, m> + 2 <v x, p> - <v, p^2>``.
+    Computed for all placements at once as ONE cross-correlation (conv2d), using, inside a window
+    W with support m and patch p,
+    ``sum_W m v [(x - c)^2 - (x - p)^2] = <v [(x - c)^2 - x^2], m> + 2 <v x, p> - <v, p^2>``:
+    the input channels are the energy ``(x - c)^2 - x^2`` summed over the image channels (the
+    support is the same in every channel), the target and (with ``visible``) the weights, and the
+    filters stack the support, twice the patch and minus its squares, so the three correlations
+    and their sum are one conv (several times cheaper than three on the CPU).
     ``visible`` ``(B, 1, H, W)`` weights pixels (0 where a later step will cover them), as Gibbs
-    refinement needs; by default every pixel counts. Agrees with :func:`paint_` (tested).
+    refinement needs; by default every pixel counts, and ``-<1, p^2>`` is the conv's bias.
+    Agrees with :func:`paint_` (tested).
     """
     channels = target.shape[1]
-    shape = (-1, channels, patch_size, patch_size)
-    patch = values.reshape(shape)
-    mask = support.to(values.dtype).expand(-1, channels, -1).reshape(shape)
-    residual_sq = (target - canvas).square()
+    patch = values.reshape(-1, channels, patch_size, patch_size)
+    mask = support.to(values.dtype).view(-1, 1, patch_size, patch_size)
+    energy = ((target - canvas).square() - target.square()).sum(1, keepdim=True)
     if visible is None:
-        energy = F.conv2d(residual_sq - target.square(), mask)
-        return energy + 2 * F.conv2d(target, patch) - patch.square().sum(dim=(1, 2, 3)).view(1, -1, 1, 1)
-    energy = F.conv2d(visible * (residual_sq - target.square()), mask)
-    return energy + 2 * F.conv2d(visible * target, patch) - F.conv2d(visible.expand_as(target), patch.square())
+        filters = torch.cat([mask, 2 * patch], dim=1)
+        return F.conv2d(torch.cat([energy, target], dim=1), filters, -patch.square().sum(dim=(1, 2, 3)))
+    filters = torch.cat([mask, 2 * patch, -patch.square().sum(1, keepdim=True)], dim=1)
+    return F.conv2d(torch.cat([visible * energy, visible * target, visible], dim=1), filters)
