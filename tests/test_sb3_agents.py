@@ -82,29 +82,21 @@ def matched_argmax(extractor: PainterExtractor, observation: dict, space, painte
     return torch.stack([part.argmax(1) for part in features.split(sizes, dim=1)], dim=1)
 
 
-@pytest.mark.parametrize("dataset, channels", [("shapes", 1), ("random", 1), ("random", 3)])
-def test_matched_filter_rewards_equal_the_kernels(dataset, channels):
-    generator = torch.Generator().manual_seed(0)
-    space = gym.make("Painter-v0", image_size=12, patch_size=3, num_levels=3).observation_space
-    if dataset == "shapes":
-        values, support = PainterVecEnv(1, image_size=12, patch_size=3).painter.dictionary.patches()
-        values = values.detach()
-    else:  # K=10 prototypes, 3 levels sharing a random support, full-rank values (up to 27 > R*R*C)
-        support = (torch.rand(10, 1, 1, 9, generator=generator) < 0.7).float().expand(-1, 3, -1, -1).reshape(30, 1, 9)
-        values = torch.rand(30, channels, 9, generator=generator) * support
-    if channels == 3:
-        image = spaces.Box(0.0, 1.0, (3, 12, 12), np.float32)
-        space = spaces.Dict({**space.spaces, "target": image, "canvas": image})
-    kwargs = dict(patch_values=values, patch_support=support, num_levels=3, move_radius=9)
-    extractor = PainterExtractor(space, **kwargs)
-    target = torch.rand(16, channels, 12, 12, generator=generator)
-    canvas = torch.rand(16, channels, 12, 12, generator=generator) * (torch.rand(16, 1, 12, 12, generator=generator) < 0.5)
-    expected = placement_rewards(target, canvas, values, support, 3).flatten(2)
-    torch.testing.assert_close(extractor.placement_rewards(target, canvas), expected, rtol=0, atol=1e-4)
-    # The low-rank factors follow the patches of a loaded state dict.
-    other = PainterExtractor(space, **{**kwargs, "patch_values": values.flip(0), "patch_support": support.flip(0)})
+def test_matched_filter_scores_with_the_patches_of_a_loaded_state_dict():
+    venv = PainterVecEnv(16, **SMALL)
+    kwargs = painter_policy_kwargs(painter=venv.painter)["features_extractor_kwargs"]
+    extractor = PainterExtractor(venv.observation_space, **kwargs)
+    other = PainterExtractor(venv.observation_space, **{**kwargs, "patch_values": kwargs["patch_values"].flip(0)})
+    venv.seed(0)
+    venv.action_space.seed(0)
+    venv.reset()
+    observation = venv.step(np.stack([venv.action_space.sample() for _ in range(16)]))[0]
+    obs = preprocess_obs({key: torch.as_tensor(value) for key, value in observation.items()}, venv.observation_space)
+    shape = (-1, *venv.painter.image_shape)
+    images = obs["target"].view(shape), obs["canvas"].view(shape), obs["cursor"]
+    assert not torch.equal(other.matched(*images), extractor.matched(*images))
     other.load_state_dict(extractor.state_dict())
-    torch.testing.assert_close(other.placement_rewards(target, canvas), expected, rtol=0, atol=1e-4)
+    torch.testing.assert_close(other.matched(*images), extractor.matched(*images), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("move_radius", [2, None])

@@ -63,8 +63,9 @@ def test_one_sided_logits_never_draw_impossible_values():
 def test_policy_uses_the_fused_distribution_learns_and_reloads(tmp_path, algorithm):
     torch.set_num_threads(1)
     venv = PainterVecEnv(8, horizon_is_terminal=True, **SMALL)
+    batch = {"batch_size": 32} if algorithm is PPO else {}  # PPO: one rollout (4 steps x 8 envs) per minibatch
     model = algorithm(PainterMultiInputPolicy, venv, policy_kwargs=painter_policy_kwargs(cnn_features=16, channels=4),
-                      n_steps=4, seed=0)
+                      n_steps=4, seed=0, **batch)
     assert isinstance(model.policy.action_dist, FusedMultiCategoricalDistribution)
     model.learn(64)
     model.save(tmp_path / "model.zip")

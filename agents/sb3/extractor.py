@@ -29,9 +29,7 @@ with ``pi=[]``) can represent greedy search with factorised logits. ``start_from
 starts the head there, and PPO then learns corrections to greedy search rather than the task
 from scratch. The rewards are divided by the image's blank-canvas SSE and multiplied by
 ``matched_scale``. This hands the agent one-step lookahead through the known decoder and its
-dictionary: it is not learned from pixels. The rewards are computed as ``placement_rewards`` does,
-with low-rank bases of the supports and patches (a few times cheaper, see
-``PainterExtractor.placement_rewards``).
+dictionary: it is not learned from pixels.
 """
 
 from __future__ import annotations
@@ -44,6 +42,7 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from decoders.kernel import placement_rewards
 
 
 def band(positions: int, pixels: int) -> torch.Tensor:
@@ -51,15 +50,6 @@ def band(positions: int, pixels: int) -> torch.Tensor:
     start = torch.arange(positions)[:, None]
     pixel = torch.arange(pixels)[None, :]
     return ((pixel >= start) & (pixel < start + pixels - positions + 1)).float()
-
-
-def low_rank(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(basis (r, n), weights (m, r))`` with ``rows = weights @ basis`` up to float rounding, ``r`` the
-    numerical rank of ``rows`` ``(m, n)`` (an orthonormal basis of their span, by SVD in float64)."""
-    _, singular, basis = torch.linalg.svd(rows.double(), full_matrices=False)
-    rank = max(1, int((singular > singular[0] * 1e-6).sum()))
-    basis = basis[:rank]
-    return basis.to(rows.dtype), (rows.double() @ basis.T).to(rows.dtype)
 
 
 def image_shape_of(space: spaces.Box) -> tuple[int, int, int]:
@@ -115,8 +105,6 @@ class PainterExtractor(BaseFeaturesExtractor):
             self.register_buffer("patch_support", torch.as_tensor(patch_support, dtype=torch.float32).clone())
             self.num_levels, self.move_radius, self.matched_scale = num_levels, move_radius, matched_scale
             self.patch_size = math.isqrt(patch_values.shape[-1])
-            self.factorise_patches()
-            self.register_load_state_dict_post_hook(lambda module, _: module.factorise_patches())
         self.frame = (height + rows - 1, width + cols - 1) if egocentric else (height, width)
         inputs = 3 * image_channels if egocentric else 3 * image_channels + 1
         # band[i, y] = 1 when a patch at cursor row i covers pixel row y (same for columns).
@@ -167,38 +155,13 @@ class PainterExtractor(BaseFeaturesExtractor):
             parts.append(self.matched(target, canvas, cursor))
         return torch.cat(parts, dim=1)
 
-    def factorise_patches(self) -> None:
-        """Low-rank forms of the supports and patches for :meth:`placement_rewards` (non-persistent
-        buffers, rebuilt from ``patch_support``/``patch_values`` when a state dict is loaded)."""
-        support, values = self.patch_support.flatten(1), self.patch_values.flatten(1)
-        support_basis, support_weights = low_rank(support)
-        value_basis, value_weights = low_rank(values)
-        shape = (-1, self.patch_values.shape[1], self.patch_size, self.patch_size)
-        self.register_buffer("support_filters", support_basis.view(shape[0], 1, *shape[2:]), persistent=False)
-        self.register_buffer("value_filters", value_basis.view(shape), persistent=False)
-        # rewards = weights @ [support terms; value terms; 1] per position (see placement_rewards).
-        # The last column multiplies a row of ones: the offset -<1, p^2>.
-        weights = torch.cat([support_weights, 2 * value_weights, -values.square().sum(1, keepdim=True)], 1)
-        self.register_buffer("reward_weights", weights, persistent=False)
-
-    def placement_rewards(self, target: torch.Tensor, canvas: torch.Tensor) -> torch.Tensor:
-        """``(B, K*L, rows*cols)``: ``decoders.kernel.placement_rewards`` (equal up to float rounding) at
-        a fraction of its cost. By the kernel's identity the reward of patch p with support m is
-        ``<m, c^2 - 2xc> + 2<x, p> - <1, p^2>`` over the window; the supports span at most K
-        dimensions (the L levels of a prototype share one) and the patches at most R*R, so both
-        cross-correlations run with bases of those spans, mixed back per patch by one batched matmul."""
-        energy = (canvas * (canvas - 2 * target)).sum(1, keepdim=True)
-        support_terms = nn.functional.conv2d(energy, self.support_filters).flatten(2)
-        terms = torch.cat([support_terms, nn.functional.conv2d(target, self.value_filters).flatten(2),
-                           support_terms.new_ones(target.shape[0], 1, support_terms.shape[2])], 1)
-        return torch.matmul(self.reward_weights, terms)
-
     @torch.no_grad()
     def matched(self, target: torch.Tensor, canvas: torch.Tensor, cursor: torch.Tensor) -> torch.Tensor:
         """``(B, 2(2M+1) + K + L)``: the best placement reward reachable with each value of each action
         component from the cursor (one-hot ``(B, rows+cols)``), over the blank SSE, times ``matched_scale``."""
         batch, radius = target.shape[0], self.move_radius
-        rewards = self.placement_rewards(target, canvas).view(batch, -1, self.num_levels, self.rows, self.cols)
+        rewards = placement_rewards(target, canvas, self.patch_values, self.patch_support, self.patch_size)
+        rewards = rewards.view(batch, -1, self.num_levels, self.rows, self.cols)
         row, col = cursor[:, : self.rows].argmax(1), cursor[:, self.rows :].argmax(1)
         offsets = torch.arange(-radius, radius + 1, device=target.device)
         # The row (column) each move component value leads to, clamped as move_cursor clamps.
