@@ -1,7 +1,7 @@
 """Greedy search, the beta -> infinity encoder: at each step take the action with the best reward.
 
 All actions are scored at once with the kernel's ``placement_rewards`` (conv2d over the batch)
-and the chosen one is painted with the kernel's ``paint_``, so greedy and the environment agree
+and the chosen one is carried out with the kernel's ``act_``, so greedy and the environment agree
 on every action. Greedy is myopic: under last-write-wins occlusion the order of strokes matters.
 """
 

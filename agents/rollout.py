@@ -1,6 +1,6 @@
 """Batched rollouts of the policy: directly with the painting kernel, or on the native vector env.
 
-Both paths paint with the kernel's ``paint_``, so they agree action for action (tested). The
+Both paths act with the kernel's ``act_``, so they agree action for action (tested). The
 kernel path is what training uses: no env bookkeeping, and it can score given programs
 (teacher forcing), which the exact-gradient tests and ``train.evaluate`` need.
 """

@@ -16,9 +16,17 @@ def arg(default: Any, help: str, type: Any = None, choices: Sequence | None = No
     return dataclasses.field(default=default, metadata={"help": help, "type": type, "choices": choices})
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, unless its help already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        return text if "(default:" in text else super()._get_help_string(action)
+
+
 def build_parser(cls, description: str) -> argparse.ArgumentParser:
     """An argparse parser with one flag per field of the dataclass ``cls`` (booleans are switches)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=DefaultsHelpFormatter)
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
         meta = field.metadata
