@@ -18,6 +18,8 @@ import torch
 from stable_baselines3.common.distributions import MultiCategoricalDistribution
 from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 
+from decoders.sampling import sample_categorical
+
 
 class FusedMultiCategoricalDistribution(MultiCategoricalDistribution):
     """``MultiCategoricalDistribution(action_dims)`` with all components in one padded tensor.
@@ -35,12 +37,11 @@ class FusedMultiCategoricalDistribution(MultiCategoricalDistribution):
         slot = torch.arange(width)
         # index[d, j] = column of component d's j-th logit, or the extra -inf column past its size.
         self.index = torch.where(slot < dims[:, None], starts[:, None] + slot, int(dims.sum()))
-        self.largest = dims - 1
         self.log_probs: torch.Tensor | None = None
 
     def proba_distribution(self, action_logits: torch.Tensor) -> FusedMultiCategoricalDistribution:
         if self.index.device != action_logits.device:
-            self.index, self.largest = self.index.to(action_logits.device), self.largest.to(action_logits.device)
+            self.index = self.index.to(action_logits.device)
         padded = torch.cat([action_logits, action_logits.new_full((action_logits.shape[0], 1), float("-inf"))], 1)
         logits = padded[:, self.index]  # (B, D, max_n)
         self.log_probs = logits - logits.logsumexp(-1, keepdim=True)
@@ -55,11 +56,8 @@ class FusedMultiCategoricalDistribution(MultiCategoricalDistribution):
         return -(log_probs * log_probs.exp()).sum((1, 2))
 
     def sample(self) -> torch.Tensor:
-        # Inverse CDF: one uniform draw per component (torch.multinomial draws one per category).
-        cumulative = self.log_probs.exp().cumsum(2)
-        uniform = torch.rand(cumulative.shape[:2], device=cumulative.device, dtype=cumulative.dtype)
-        drawn = (cumulative < uniform.unsqueeze(2)).sum(2)
-        return torch.minimum(drawn, self.largest)  # a draw above the rounded total is the last category
+        # The project's exact inverse-CDF sampler: one uniform per component, never a -inf entry.
+        return sample_categorical(self.log_probs)
 
     def mode(self) -> torch.Tensor:
         return self.log_probs.argmax(2)
