@@ -2,9 +2,12 @@
 
     python -m benchmarks.sb3_throughput --n-envs 64 256 --json sb3_throughput.json
 
-For each number of envs and each vectorisation, PPO (same hyperparameters and policy, from
-``train/configs/ppo.toml`` as ``train.sb3`` reads it and with ``train.sb3``'s policy class; the
-``policy`` column names it) runs ``--rollouts`` iterations; the table gives env steps per second
+For each policy, number of envs and vectorisation, PPO (hyperparameters from
+``train/configs/ppo.toml`` as ``train.sb3`` reads them, ``train.sb3``'s policy class) runs
+``--rollouts`` iterations. ``--policies``: ``config``, the policy ``train.sb3`` trains on the
+dataset (on shapes the matched filter, whose forward pass is most of the collection time), and
+``mlp``, SB3's default extractor and MLPs, the lightest forward pass, which shows what the
+vectorisation itself costs; the ``policy`` column names each. The table gives env steps per second
 of rollout collection (SB3's ``collect_rollouts``: env steps and policy forward passes, no
 training) and of the whole ``learn()``, and the speed-up of the batched adapter over the better
 of the other two. Backends are measured in turn, ``--repeats`` times, and medians reported (the
@@ -20,6 +23,7 @@ machine may be shared). ``SubprocVecEnv`` runs one process per env, so it is ski
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -28,6 +32,7 @@ from pathlib import Path
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.torch_layers import CombinedExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
 import painter_env  # noqa: F401  (registers Painter-v0)
@@ -86,15 +91,26 @@ def measure(backend: str, n_envs: int, rollouts: int, env_kwargs: dict, params: 
 def policy_name(policy_kwargs: dict) -> str:
     """What the table's policy is: the policy class, its extractor and whether it has the matched filter."""
     policy = sb3.policy_class("ppo")
-    extractor = policy_kwargs["features_extractor_class"].__name__
-    matched = " + matched filter" if "patch_values" in policy_kwargs["features_extractor_kwargs"] else ""
+    extractor = policy_kwargs.get("features_extractor_class", CombinedExtractor).__name__
+    matched = " + matched filter" if "patch_values" in policy_kwargs.get("features_extractor_kwargs", {}) else ""
     return f"{getattr(policy, '__name__', policy)}({extractor}{matched})"
 
 
-def throughput_rows(args, env_kwargs: dict, params: dict, policy_kwargs: dict) -> list[dict]:
+def policies_to_measure(names: list[str], run_args, params: dict, env_kwargs: dict) -> dict[str, dict]:
+    """``policy_kwargs`` of each policy measured: ``config``, the one ``train.sb3`` trains on the dataset;
+    ``mlp``, SB3's default extractor (flattened observations) and MLPs, the lightest forward pass."""
+    chosen = {}
+    if "config" in names:
+        chosen["config"] = sb3.policy_kwargs(run_args, params, build_painter(PainterConfig(**env_kwargs)))
+    if "mlp" in names:
+        chosen["mlp"] = {}
+    return chosen
+
+
+def throughput_rows(args, env_kwargs: dict, params: dict, policies: dict[str, dict]) -> list[dict]:
     rows = []
-    policy = policy_name(policy_kwargs)
-    for n_envs in args.n_envs:
+    for (policy, policy_kwargs), n_envs in itertools.product(
+            ((policy_name(kwargs), kwargs) for kwargs in policies.values()), args.n_envs):
         backends = [b for b in args.backends if b != "subproc" or n_envs <= args.subproc_max_envs]
         samples = {backend: [] for backend in backends}
         for _ in range(args.repeats):
@@ -158,6 +174,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE",
                         help="PPO overrides of train/configs/ppo.toml, as in train.sb3")
+    parser.add_argument("--policies", nargs="+", default=["config", "mlp"], choices=["config", "mlp"],
+                        help="config: the policy train.sb3 trains on the dataset (on shapes the matched filter); "
+                             "mlp: SB3's default extractor and MLPs (the env and adapter with the lightest forward)")
     parser.add_argument("--quality", action="store_true", help="also train PPO for --budget-seconds and score it")
     parser.add_argument("--quality-datasets", nargs="+", default=["shapes", "mnist"], choices=["shapes", "mnist"],
                         help="datasets of the quality runs")
@@ -175,9 +194,9 @@ def main(argv: list[str] | None = None) -> dict:
     torch.distributions.Distribution.set_default_validate_args(run_args.validate_distributions)
     params = sb3.load_hyperparams(run_args)
     env_kwargs = {"dataset": args.dataset, **({"image_size": args.image_size} if args.image_size else {})}
-    # The policy train.sb3 would train (the same for every backend).
-    policy_kwargs = sb3.policy_kwargs(run_args, params, build_painter(PainterConfig(**env_kwargs)))
-    result = {"throughput": throughput_rows(args, env_kwargs, params, policy_kwargs)}
+    # Each policy is the same for every backend.
+    policies = policies_to_measure(args.policies, run_args, params, env_kwargs)
+    result = {"throughput": throughput_rows(args, env_kwargs, params, policies)}
     print(markdown(result["throughput"], ["n_envs", "backend", "policy", "collect_steps_per_second", "learn_steps_per_second",
                                           "collect_speedup", "learn_speedup", "compared_with"]))
     if args.quality or args.reference:

@@ -12,13 +12,16 @@ def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
     try:
         results = sb3_throughput.main(["--n-envs", "4", "--backends", "batched", "dummy", "--rollouts", "1",
                                        "--repeats", "1", "--image-size", "12",
-                                       "--hyperparams", "n_steps=2", "--json", str(tmp_path / "sb3.json")])
+                                       "--hyperparams", "n_steps=2", "--policies", "config", "mlp",
+                                       "--json", str(tmp_path / "sb3.json")])
     finally:
         torch.set_num_threads(threads)
     written = json.loads((tmp_path / "sb3.json").read_text())
     assert written == json.loads(json.dumps(results))
-    batched, dummy = written["throughput"]
-    assert (batched["backend"], dummy["backend"]) == ("batched", "dummy")
-    assert batched["policy"] == "PainterMultiInputPolicy(PainterExtractor + matched filter)"
+    batched, dummy, mlp_batched, mlp_dummy = written["throughput"]
+    assert [row["backend"] for row in written["throughput"]] == ["batched", "dummy"] * 2
+    assert batched["policy"] == dummy["policy"] == "PainterMultiInputPolicy(PainterExtractor + matched filter)"
+    assert mlp_batched["policy"] == mlp_dummy["policy"] == "PainterMultiInputPolicy(CombinedExtractor)"
     assert batched["collect_speedup"] == batched["collect_steps_per_second"] / dummy["collect_steps_per_second"]
-    assert "| 4 | batched | PainterMultiInputPolicy" in capsys.readouterr().out
+    assert mlp_batched["collect_speedup"] == mlp_batched["collect_steps_per_second"] / mlp_dummy["collect_steps_per_second"]
+    assert "| 4 | batched | PainterMultiInputPolicy(CombinedExtractor)" in capsys.readouterr().out
