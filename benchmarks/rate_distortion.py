@@ -1,6 +1,6 @@
 """Rate-distortion table: every encoder of the toolkit at its bits per image, on one split.
 
-    python -m benchmarks.rate_distortion --data-root /work/shared/data/mnist --json rd.json --plot rd.png
+    python -m benchmarks.rate_distortion --data-root ../shared/data/mnist --json rd.json --plot rd.png
     python -m benchmarks.rate_distortion --data-root DIR --policy-checkpoint runs/checkpoints/RUN/checkpoint.pt
     python -m benchmarks.rate_distortion --data-root DIR --quick        # a smoke run in well under a minute
 

@@ -42,7 +42,7 @@ from train import sb3
 from train.common.metrics import write_metrics_json
 
 BACKENDS = ("batched", "dummy", "subproc")
-MNIST_ROOT = "/work/shared/data/mnist"
+MNIST_ROOT = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")  # the repository's ../shared
 
 
 class RolloutTimer(BaseCallback):

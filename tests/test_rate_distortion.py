@@ -1,21 +1,15 @@
 """The rate-distortion benchmark's quick mode runs end to end and writes its table, JSON and plot."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from benchmarks import rate_distortion
-
-MNIST = Path(os.environ.get("PAINTER_MNIST_ROOT", "/work/shared/data/mnist"))
-needs_mnist = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").exists() and not any(MNIST.rglob("t10k-images*")),
-                                 reason="MNIST test set not available")
+from tests.conftest import MNIST_ROOT
 
 
-@needs_mnist
-def test_quick_mode_writes_every_row_json_and_png(tmp_path, capsys):
-    result = rate_distortion.main(["--data-root", str(MNIST), "--quick", "--json", str(tmp_path / "rd.json"),
+def test_quick_mode_writes_every_row_json_and_png(tmp_path, capsys, mnist_root):
+    result = rate_distortion.main(["--data-root", str(mnist_root), "--quick", "--json", str(tmp_path / "rd.json"),
                                    "--plot", str(tmp_path / "rd.png")])
     names = [entry["name"] for entry in result["rows"]]
     for expected in ("mean image", "PCA E=20", "k-means K=256", "greedy painter T=16", "greedy + Gibbs painter T=16",
@@ -33,6 +27,6 @@ def test_quick_mode_writes_every_row_json_and_png(tmp_path, capsys):
 
 
 def test_policy_rows_are_skipped_with_a_note_when_evaluation_fails(tmp_path):
-    args = rate_distortion.Args(policy_checkpoint=str(tmp_path / "missing.pt"), data_root=str(MNIST))
+    args = rate_distortion.Args(policy_checkpoint=str(tmp_path / "missing.pt"), data_root=str(MNIST_ROOT))
     rows, notes = rate_distortion.policy_rows(args, test_count=4)
     assert rows == [] and len(notes) == 2 and all("skipped" in note for note in notes)

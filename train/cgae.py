@@ -1,6 +1,6 @@
 """Fit the CGAE additive model (seed 000) with its batched Gibbs sampler.
 
-    python -m train.cgae --data-root /work/shared/data/mnist            # MNIST, ~12 minutes on 2 cores
+    python -m train.cgae --data-root ../shared/data/mnist            # MNIST, ~12 minutes on 2 cores
     python -m train.cgae --components 8 --minutes 3 --metrics-json cgae.json
 
 Each iteration draws a batch of images, runs ``--chains`` annealed Gibbs chains per image

@@ -1,6 +1,6 @@
 """Fit LLGAE (K > 1) or LGAE (K = 1), seed 001: linear decoders with codes found by inner steps.
 
-    python -m train.llgae --data-root /work/shared/data/mnist          # K=11, E=20 on MNIST, a few minutes
+    python -m train.llgae --data-root ../shared/data/mnist          # K=11, E=20 on MNIST, a few minutes
     python -m train.llgae --dataset fashion-mnist --data-root DIR --split train --eval-split test \\
         --epochs 600 --minutes 0                                      # the seed's published run
 

@@ -1,6 +1,6 @@
 """Train a VQ-VAE (``--model vqvae``) or a VAE (``--model vae``) with the same conv encoder/decoder.
 
-    python -m train.vqvae --data-root /work/shared/data/mnist                    # VQ-VAE, 7x7 grid, 52 codes
+    python -m train.vqvae --data-root ../shared/data/mnist                    # VQ-VAE, 7x7 grid, 52 codes
     python -m train.vqvae --match-bits 139 --grid 4                               # K chosen for ~139 bits/image
     python -m train.vqvae --model vae --kl-beta 0.3 --metrics-json vae.json      # a VAE at one rate
 
