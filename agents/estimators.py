@@ -14,8 +14,12 @@ optimisation loop lives elsewhere. With ``log q_r(x|z) = -beta * SSE(x, dec(z))`
 - :func:`iw` - the seed's importance-weighted gradient of ``log sum_z q_e(z|x) q_r(x|z)`` with
   S samples and self-normalised weights ``w_s = softmax_s(log q_r(x|z_s))`` (detached):
   ``sum_s w_s grad[log q_e(z_s|x) + log q_r(x|z_s)]``. Biased for finite S, consistent as S
-  grows (the reweighted wake-sleep wake update). The encoder term uses ``w_s - 1/S``, a control
-  variate with mean zero that lowers the variance without changing the expectation.
+  grows (the reweighted wake-sleep wake update). The encoder term subtracts a control variate
+  with mean zero, which lowers the variance without changing the expectation: by default, per
+  step, the weight ``w_s^(-s,t)`` that sample s would have if its return from step t on were
+  replaced by the other samples' mean (a function of its past and of the other samples, never of
+  the actions it multiplies; the VIMCO refinement below applied to the weights);
+  ``per_step=False`` gives one signal per program, ``w_s - 1/S``.
 - :func:`vimco` - unbiased gradient of the S-sample bound ``L_S = log (1/S) sum_s q_r(x|z_s)``
   with the leave-one-out learning signal ``L_S - L_S^(-s)`` per sample (Mnih & Rezende 2016),
   where ``L_S^(-s)`` replaces ``log q_r(x|z_s)`` by the mean of the other samples' values.
@@ -155,15 +159,39 @@ def reinforce(
     return _finish(encoder_loss, decoder_loss, value_loss, advantage, batch, entropy_coef)
 
 
-def iw(batch: SampleBatch, beta: float = 1.0, entropy_coef: float = 0.0) -> Surrogate:
-    """Self-normalised importance-weighted gradient of ``log sum_z q_e(z|x) q_r(x|z)``."""
+def iw(batch: SampleBatch, beta: float = 1.0, entropy_coef: float = 0.0, per_step: bool = True) -> Surrogate:
+    """Self-normalised importance-weighted gradient of ``log sum_z q_e(z|x) q_r(x|z)``
+    (control variate per step by default, ``1/S`` with ``per_step=False``; see the module docstring)."""
     log_likelihood = -beta * batch.sse
-    weights = log_likelihood.detach().softmax(dim=1)
-    # Subtracting 1/S is a control variate: E_q[sum_s grad log q_e(z_s)] = 0, so the mean is unchanged.
-    signal = weights - 1.0 / batch.num_samples
-    encoder_loss = -(signal * batch.log_probs.sum(-1)).sum(1).mean()
+    f = log_likelihood.detach()
+    weights = f.softmax(dim=1)
+    if per_step:
+        # The weight sample s would have with its return from step t on replaced by the others' mean:
+        # a function of its past and of the other samples only, so E[its score term] = 0.
+        replaced = _replaced_log_likelihood(f, batch.rewards, beta)
+        signal = weights.unsqueeze(2) - torch.sigmoid(replaced - _others(f).logsumexp(2, keepdim=True))
+        encoder_loss = -(signal * batch.log_probs).sum(-1).sum(1).mean()
+    else:
+        # Subtracting 1/S is a control variate: E_q[sum_s grad log q_e(z_s)] = 0, so the mean is unchanged.
+        signal = weights - 1.0 / batch.num_samples
+        encoder_loss = -(signal * batch.log_probs.sum(-1)).sum(1).mean()
     decoder_loss = -(weights * log_likelihood).sum(1).mean()
     return _finish(encoder_loss, decoder_loss, batch.log_probs.new_zeros(()), signal, batch, entropy_coef)
+
+
+def _replaced_log_likelihood(f: torch.Tensor, rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """``(N, S, T)``: each sample's log-likelihood ``f`` ``(N, S)`` with the part decided from step t
+    on (its return-to-go) replaced by the mean of the other samples' returns-to-go."""
+    future = beta * returns_to_go(rewards.detach())
+    return f.unsqueeze(2) - future + leave_one_out_mean(future)
+
+
+def _others(f: torch.Tensor) -> torch.Tensor:
+    """``(N, S, S)``: row s holds the other samples' values of ``f`` ``(N, S)``, ``-inf`` at s itself."""
+    samples = f.shape[1]
+    return f.unsqueeze(1).expand(-1, samples, -1).masked_fill(
+        torch.eye(samples, dtype=torch.bool, device=f.device), float("-inf")
+    )
 
 
 def vimco(batch: SampleBatch, beta: float = 1.0, entropy_coef: float = 0.0, per_step: bool = True) -> Surrogate:
@@ -176,14 +204,10 @@ def vimco(batch: SampleBatch, beta: float = 1.0, entropy_coef: float = 0.0, per_
     # L^(-s): f_s replaced (by the mean of the others, or per step only its future part), then a
     # logsumexp over the S-1 others and that replacement.
     if per_step:
-        future = beta * returns_to_go(batch.rewards.detach())  # the part of f_s decided from step t on
-        replaced = f.unsqueeze(2) - future + leave_one_out_mean(future)  # (N, S, T)
+        replaced = _replaced_log_likelihood(f, batch.rewards, beta)
     else:
         replaced = leave_one_out_mean(f).unsqueeze(2)  # (N, S, 1)
-    others = f.unsqueeze(1).expand(-1, samples, -1).masked_fill(
-        torch.eye(samples, dtype=torch.bool, device=f.device), float("-inf")
-    )
-    loo_bound = torch.logaddexp(others.logsumexp(2, keepdim=True), replaced) - math.log(samples)
+    loo_bound = torch.logaddexp(_others(f).logsumexp(2, keepdim=True), replaced) - math.log(samples)
     signal = bound.unsqueeze(2) - loo_bound
     encoder_loss = -(signal * batch.log_probs).sum(-1).sum(1).mean()
     decoder_loss = -(f.softmax(1) * log_likelihood).sum(1).mean()
