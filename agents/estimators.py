@@ -15,11 +15,10 @@ optimisation loop lives elsewhere. With ``log q_r(x|z) = -beta * SSE(x, dec(z))`
   S samples and self-normalised weights ``w_s = softmax_s(log q_r(x|z_s))`` (detached):
   ``sum_s w_s grad[log q_e(z_s|x) + log q_r(x|z_s)]``. Biased for finite S, consistent as S
   grows (the reweighted wake-sleep wake update). The encoder term subtracts a control variate
-  with mean zero, which lowers the variance without changing the expectation: by default, per
-  step, the weight ``w_s^(-s,t)`` that sample s would have if its return from step t on were
-  replaced by the other samples' mean (a function of its past and of the other samples, never of
-  the actions it multiplies; the VIMCO refinement below applied to the weights);
-  ``per_step=False`` gives one signal per program, ``w_s - 1/S``.
+  with mean zero, which lowers the variance without changing the expectation: ``1/S``, or with
+  ``per_step=True``, per step, the weight ``w_s^(-s,t)`` that sample s would have if its return
+  from step t on were replaced by the other samples' mean (a function of its past and of the other
+  samples, never of the actions it multiplies; the VIMCO refinement below applied to the weights).
 - :func:`vimco` - unbiased gradient of the S-sample bound ``L_S = log (1/S) sum_s q_r(x|z_s)``
   with the leave-one-out learning signal ``L_S - L_S^(-s)`` per sample (Mnih & Rezende 2016),
   where ``L_S^(-s)`` replaces ``log q_r(x|z_s)`` by the mean of the other samples' values.
@@ -159,9 +158,9 @@ def reinforce(
     return _finish(encoder_loss, decoder_loss, value_loss, advantage, batch, entropy_coef)
 
 
-def iw(batch: SampleBatch, beta: float = 1.0, entropy_coef: float = 0.0, per_step: bool = True) -> Surrogate:
+def iw(batch: SampleBatch, beta: float = 1.0, entropy_coef: float = 0.0, per_step: bool = False) -> Surrogate:
     """Self-normalised importance-weighted gradient of ``log sum_z q_e(z|x) q_r(x|z)``
-    (control variate per step by default, ``1/S`` with ``per_step=False``; see the module docstring)."""
+    (control variate ``1/S``, or refined per step with ``per_step=True``; see the module docstring)."""
     log_likelihood = -beta * batch.sse
     f = log_likelihood.detach()
     weights = f.softmax(dim=1)

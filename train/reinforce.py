@@ -73,8 +73,8 @@ class Args:
                                "program, which then improves what the encoder outputs)", choices=BASELINES)
     vimco_per_program: bool = arg(False, "vimco: one learning signal per program, as in the paper "
                                          "(default: refined per step, lower variance)")
-    iw_per_program: bool = arg(False, "iw: the control variate 1/S, one signal per program, as in the seed "
-                                      "(default: refined per step, lower variance)")
+    iw_per_step: bool = arg(False, "iw: refine the control variate per step (less variance on the exact tiny "
+                                   "problem, no gain measured in training; default: 1/S, one signal per program)")
     samples: int = arg(4, "programs sampled per image (S)")
     beta: float = arg(1.0, "inverse temperature: log q_r(x|z) = -beta * SSE")
     entropy_coef: float = arg(0.0, "weight of the policy-entropy bonus")
@@ -242,8 +242,10 @@ def main(argv=None) -> dict:
     options = {"beta": args.beta, "entropy_coef": args.entropy_coef}
     if args.estimator == "reinforce":
         options.update(baseline=args.baseline, moving_average=moving_average)
-    if args.estimator in ("iw", "vimco"):
-        options.update(per_step=not getattr(args, f"{args.estimator}_per_program"))
+    if args.estimator == "iw":
+        options.update(per_step=args.iw_per_step)
+    if args.estimator == "vimco":
+        options.update(per_step=not args.vimco_per_program)
     parameters = [p for group in groups for p in group["params"]]
     broadcast_(parameters, context)
     images_per_iteration = args.batch_size * context.world_size
