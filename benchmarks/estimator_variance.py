@@ -1,0 +1,127 @@
+"""Gradient variance of the estimators at the same parameters, from the same sampled programs.
+
+    python -m benchmarks.estimator_variance --checkpoint runs/checkpoints/RUN/checkpoint.pt --json variance.json
+
+The ``policy/gradient_variance`` that training logs compares estimators along different
+trajectories (each at its own parameters). Here every estimator sees the policy and dictionary
+of one ``train.reinforce`` checkpoint and, replicate by replicate, the same images and the same
+S sampled programs per image (common random numbers), so the differences are the estimators'
+alone. For each replicate batch the gradient of each estimator's encoder loss with respect to
+the policy's parameters is taken; the table gives the trace of its covariance over the
+replicates, the ratio to REINFORCE with the leave-one-out baseline, and the relative variance
+``trace / ||mean||^2``, which removes the different scales of the objectives (IW's gradient is
+about (S-1)/S times REINFORCE's when the samples' weights are nearly equal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from tqdm import tqdm
+
+from agents.encoders import CHECKPOINT_KIND, load_policy
+from agents.estimators import iw, reinforce, vimco
+from decoders.dictionary import PatchDictionary
+from painter_env.config import PainterConfig, build_painter
+from train.common.checkpoint import load_checkpoint
+from train.reinforce import sample_batch
+
+ESTIMATORS = {
+    "reinforce (loo)": (reinforce, {"baseline": "loo"}),
+    "reinforce (no baseline)": (reinforce, {"baseline": "none"}),
+    "iw": (iw, {}),
+    "iw (per step)": (iw, {"per_step": True}),
+    "vimco (per step)": (vimco, {}),
+    "vimco (per program)": (vimco, {"per_step": False}),
+}
+REFERENCE = "reinforce (loo)"
+
+
+def replicate_gradients(policy, painter, replicates: int, batch_size: int, samples: int, beta: float,
+                        seed: int) -> dict[str, torch.Tensor]:
+    """``(replicates, parameters)`` encoder gradients per estimator, all from the same batches."""
+    generator = torch.Generator().manual_seed(seed)
+    images, parameters = painter.data.images, list(policy.parameters())
+    drawing = SimpleNamespace(samples=samples, estimator="iw", baseline="loo")  # no extra rollouts needed
+    gradients = {name: [] for name in ESTIMATORS}
+    for _ in tqdm(range(replicates), desc="replicates"):
+        targets = images[torch.randint(len(images), (batch_size,), generator=generator)]
+        batch, _ = sample_batch(policy, painter.dictionary, targets, painter.geometry, painter.max_steps, drawing,
+                                generator, freeze=True)
+        for name, (estimator, options) in ESTIMATORS.items():
+            loss = estimator(batch, beta=beta, **options).encoder_loss
+            grads = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+            gradients[name].append(torch.cat([
+                (torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, parameters)
+            ]))
+    return {name: torch.stack(rows) for name, rows in gradients.items()}
+
+
+def variance_rows(gradients: dict[str, torch.Tensor]) -> list[dict]:
+    """Per estimator: the covariance trace, its ratio to the reference, and the relative variance.
+
+    ``||mean||^2`` overestimates ``||E g||^2`` by ``trace / R``; the relative variance uses the
+    unbiased difference and is ``None`` where the mean gradient is not resolved from the noise.
+    """
+    traces = {name: float(g.var(0).sum()) for name, g in gradients.items()}
+    rows = []
+    for name, g in gradients.items():
+        signal = float(g.mean(0).square().sum()) - traces[name] / g.shape[0]
+        rows.append({
+            "estimator": name,
+            "variance": traces[name],
+            "ratio_to_reinforce_loo": traces[name] / traces[REFERENCE],
+            "relative_variance": traces[name] / signal if signal > 0 else None,
+            "replicates": g.shape[0],
+        })
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| estimator | variance (trace) | ratio to reinforce (loo) | relative variance |", "|---|---|---|---|"]
+    for r in rows:
+        relative = "not resolved" if r["relative_variance"] is None else f"{r['relative_variance']:.4g}"
+        lines.append(f"| {r['estimator']} | {r['variance']:.4g} | {r['ratio_to_reinforce_loo']:.3f} | {relative} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a train.reinforce checkpoint (policy and dictionary)")
+    parser.add_argument("--data-root", default=None, help="folder of the dataset files (default: the checkpoint's)")
+    parser.add_argument("--split", default=None, help="images to draw (default: the checkpoint's training split)")
+    parser.add_argument("--replicates", type=int, default=64, help="replicate batches (gradients per estimator)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per replicate batch")
+    parser.add_argument("--samples", type=int, default=4, help="programs sampled per image (S)")
+    parser.add_argument("--beta", type=float, default=None, help="inverse temperature (default: the checkpoint's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the images and samples")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--json", default=None, help="write the rows as JSON to this path")
+    args = parser.parse_args(argv)
+    if args.replicates < 2 or args.samples < 2:
+        parser.error("--replicates and --samples must be at least 2")
+    torch.set_num_threads(args.threads)
+    payload = load_checkpoint(args.checkpoint, CHECKPOINT_KIND)
+    config = dict(payload["env_config"], dictionary=PatchDictionary.from_payload(payload["dictionary"]))
+    config.update({key: value for key, value in (("data_root", args.data_root), ("split", args.split)) if value})
+    painter = build_painter(PainterConfig(**config))
+    policy = load_policy(payload, "cpu")
+    beta = payload["args"]["beta"] if args.beta is None else args.beta
+    gradients = replicate_gradients(policy, painter, args.replicates, args.batch_size, args.samples, beta, args.seed)
+    result = {"checkpoint": str(args.checkpoint), "split": config["split"], "samples": args.samples,
+              "batch_size": args.batch_size, "beta": beta, "rows": variance_rows(gradients)}
+    print(f"Encoder-gradient variance at the checkpoint's parameters, S={args.samples}, "
+          f"{args.batch_size} images per batch, {args.replicates} replicate batches (common random numbers)\n")
+    print(table(result["rows"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
