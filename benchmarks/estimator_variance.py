@@ -9,8 +9,9 @@ S sampled programs per image (common random numbers), so the differences are the
 alone. For each replicate batch the gradient of each estimator's encoder loss with respect to
 the policy's parameters is taken; the table gives the trace of its covariance over the
 replicates, the ratio to REINFORCE with the leave-one-out baseline, and the relative variance
-``trace / ||mean||^2``, which removes the different scales of the objectives (IW's gradient is
-about (S-1)/S times REINFORCE's when the samples' weights are nearly equal).
+``trace / ||E g||^2`` (``||E g||^2`` estimated without bias), which removes the different scales
+of the objectives (IW's gradient is about (S-1)/S times REINFORCE's when the samples' weights
+are nearly equal).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from agents.estimators import iw, reinforce, vimco
 from decoders.dictionary import PatchDictionary
 from painter_env.config import PainterConfig, build_painter
 from train.common.checkpoint import load_checkpoint
+from train.common.config import DefaultsHelpFormatter
 from train.reinforce import sample_batch
 
 ESTIMATORS = {
@@ -90,8 +92,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a train.reinforce checkpoint (policy and dictionary)")
     parser.add_argument("--data-root", default=None, help="folder of the dataset files (default: the checkpoint's)")
     parser.add_argument("--split", default=None, help="images to draw (default: the checkpoint's training split)")

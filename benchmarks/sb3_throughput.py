@@ -96,21 +96,21 @@ def policy_name(policy_kwargs: dict) -> str:
     return f"{getattr(policy, '__name__', policy)}({extractor}{matched})"
 
 
-def policies_to_measure(names: list[str], run_args, params: dict, env_kwargs: dict) -> dict[str, dict]:
+def policies_to_measure(names: list[str], run_args, params: dict, env_kwargs: dict) -> list[dict]:
     """``policy_kwargs`` of each policy measured: ``config``, the one ``train.sb3`` trains on the dataset;
     ``mlp``, SB3's default extractor (flattened observations) and MLPs, the lightest forward pass."""
-    chosen = {}
+    chosen = []
     if "config" in names:
-        chosen["config"] = sb3.policy_kwargs(run_args, params, build_painter(PainterConfig(**env_kwargs)))
+        chosen.append(sb3.policy_kwargs(run_args, params, build_painter(PainterConfig(**env_kwargs))))
     if "mlp" in names:
-        chosen["mlp"] = {}
+        chosen.append({})
     return chosen
 
 
-def throughput_rows(args, env_kwargs: dict, params: dict, policies: dict[str, dict]) -> list[dict]:
+def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) -> list[dict]:
     rows = []
-    for (policy, policy_kwargs), n_envs in itertools.product(
-            ((policy_name(kwargs), kwargs) for kwargs in policies.values()), args.n_envs):
+    for policy_kwargs, n_envs in itertools.product(policies, args.n_envs):
+        policy = policy_name(policy_kwargs)
         backends = [b for b in args.backends if b != "subproc" or n_envs <= args.subproc_max_envs]
         samples = {backend: [] for backend in backends}
         for _ in range(args.repeats):
