@@ -3,8 +3,10 @@
 Rows: the single ``Painter-v0`` env and ``CartPole-v1`` (the yardstick) in steps/s; Gymnasium's
 ``SyncVectorEnv`` over N single painter envs vs the native batched env at N = 1024 and 4096
 (env-steps/s, torch tensors out); the native env's step time at image size 28 vs 112 (same N
-and R), for painting steps alone and averaged over whole episodes with their autoresets. Each figure is the median of several timed repeats; random actions are drawn before
-timing. Prints a markdown table and writes JSON with ``--json``.
+and R), for painting steps alone and averaged over whole episodes with their autoresets. Each figure
+is the median of several timed repeats; the two single envs are timed in alternation and their
+ratio is the median of the ratios within a round. Random actions are drawn before timing. Prints a
+markdown table and writes JSON with ``--json``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ def median_seconds(run, repeats: int) -> float:
     return statistics.median(times)
 
 
-def single_env_rate(env_id: str, steps: int, repeats: int, **kwargs) -> float:
-    """Steps/s of one env made with ``gymnasium.make``, resetting at episode ends."""
+def single_env_run(env_id: str, steps: int, **kwargs):
+    """A call that takes ``steps`` random steps of one env made with ``gymnasium.make``, resetting at
+    episode ends."""
     env = gymnasium.make(env_id, **kwargs)
     env.reset(seed=0)
     env.action_space.seed(0)
@@ -46,7 +49,31 @@ def single_env_rate(env_id: str, steps: int, repeats: int, **kwargs) -> float:
             if terminated or truncated:
                 env.reset()
 
-    return steps / median_seconds(run, repeats)
+    return run
+
+
+def interleaved_seconds(runs: list, repeats: int) -> list[list[float]]:
+    """Wall times of each call in ``runs`` over ``repeats`` rounds that time every call once, in turn
+    (after one warm-up round): a slow spell of the machine then hits all of them alike, so ratios
+    within a round are fair."""
+    times = [[] for _ in runs]
+    for round_ in range(repeats + 1):
+        for run, seconds in zip(runs, times):
+            start = time.perf_counter()
+            run()
+            if round_:
+                seconds.append(time.perf_counter() - start)
+    return times
+
+
+def single_env_rates(steps: int, repeats: int) -> dict:
+    """Single ``Painter-v0`` and ``CartPole-v1`` steps/s (medians) and the cost of a painter step in
+    CartPole steps (the median of the ratios within a round)."""
+    painter, cartpole = interleaved_seconds(
+        [single_env_run("Painter-v0", steps), single_env_run("CartPole-v1", steps)], repeats)
+    return {"painter_steps_per_second": steps / statistics.median(painter),
+            "cartpole_steps_per_second": steps / statistics.median(cartpole),
+            "step_cost_vs_cartpole": statistics.median(p / c for p, c in zip(painter, cartpole))}
 
 
 def vector_rate(env, steps: int, repeats: int, as_tensor: bool) -> float:
@@ -95,14 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     rows, results = [], {"threads": torch.get_num_threads(), "device": args.device}
     with tqdm(total=4 + 2 * len(args.sizes), desc="env throughput", leave=False) as progress:
-        painter = single_env_rate("Painter-v0", args.single_steps, args.repeats)
-        progress.update()
-        cartpole = single_env_rate("CartPole-v1", args.single_steps, args.repeats)
-        progress.update()
-        results["single"] = {"painter_steps_per_second": painter, "cartpole_steps_per_second": cartpole,
-                             "step_cost_vs_cartpole": cartpole / painter}
-        rows.append(("single Painter-v0", f"{painter:,.0f} steps/s", f"{cartpole / painter:.2f}x a CartPole step"))
-        rows.append(("single CartPole-v1", f"{cartpole:,.0f} steps/s", "yardstick"))
+        results["single"] = single = single_env_rates(args.single_steps, args.repeats)
+        progress.update(2)
+        rows.append(("single Painter-v0", f"{single['painter_steps_per_second']:,.0f} steps/s",
+                     f"{single['step_cost_vs_cartpole']:.2f}x a CartPole step"))
+        rows.append(("single CartPole-v1", f"{single['cartpole_steps_per_second']:,.0f} steps/s", "yardstick"))
         for size in args.sizes:
             sync = vector_rate(sync_env(size), args.sync_steps, args.repeats, as_tensor=False)
             progress.update()

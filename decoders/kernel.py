@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,11 +59,9 @@ class CanvasGeometry:
         """The cursor at the start of an episode: the middle of the canvas."""
         return (self.rows - 1) // 2, (self.cols - 1) // 2
 
-    def cursor_bounds(self, like):
-        """Lowest ``(0, 0)`` and highest ``(rows-1, cols-1)`` cursor, as tensors on ``like``'s device or arrays."""
-        if isinstance(like, torch.Tensor):
-            return table_on(self, like.device, "lowest"), table_on(self, like.device, "highest")
-        return _array_bounds(self)
+    def cursor_bounds(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lowest ``(0, 0)`` and highest ``(rows-1, cols-1)`` cursor, as tensors on ``device``."""
+        return table_on(self, device, "lowest"), table_on(self, device, "highest")
 
     @property
     def window_table(self) -> torch.Tensor:
@@ -93,34 +90,28 @@ def _cached_table(geometry: CanvasGeometry, device: str, name: str) -> torch.Ten
     return sources[name]().to(device)
 
 
-@lru_cache(maxsize=64)
-def _array_bounds(geometry: CanvasGeometry) -> tuple[np.ndarray, np.ndarray]:
-    lowest, highest = np.zeros(2, dtype=np.int64), np.array([geometry.rows - 1, geometry.cols - 1])
-    lowest.flags.writeable = highest.flags.writeable = False  # shared by every caller
-    return lowest, highest
-
-
 def _component(array, index: int):
-    """``array[..., index]``; a single action or cursor (1-D) is indexed directly, which is much
-    cheaper for numpy than an ellipsis."""
-    return array[index] if array.ndim == 1 else array[..., index]
+    """``array[..., index]`` of a batch; a single action or cursor (a sequence of ints) is indexed
+    directly."""
+    return array[..., index] if isinstance(array, torch.Tensor) else array[index]
 
 
 def move_cursor(cursor, move, geometry: CanvasGeometry):
-    """New cursor ``(B, 2)`` after moves given as action components in ``[0, 2M]``.
+    """New cursor ``(B, 2)`` after moves ``(B, 2)`` given as action components in ``[0, 2M]``.
 
-    Works on torch tensors and on numpy arrays, so the single env can move its one cursor
-    without torch's per-op overhead, by the same code.
+    Also moves one cursor given as a pair of ints by a pair of ints, with the same clamping in
+    plain Python arithmetic: the single env's step then pays no tensor or array call for it.
     """
-    moved = cursor + move - geometry.move_radius
-    lowest, highest = geometry.cursor_bounds(cursor)
-    if isinstance(moved, np.ndarray):  # numpy's clip method is several times slower than this
-        return np.minimum(np.maximum(moved, lowest), highest)
-    return moved.clip(lowest, highest)
+    if isinstance(cursor, tuple):
+        (row, col), (row_move, col_move), radius = cursor, move, geometry.move_radius
+        return (min(max(row + row_move - radius, 0), geometry.rows - 1),
+                min(max(col + col_move - radius, 0), geometry.cols - 1))
+    lowest, highest = geometry.cursor_bounds(cursor.device)
+    return (cursor + move - geometry.move_radius).clip(lowest, highest)
 
 
 def position_index(cursor, geometry: CanvasGeometry):
-    """Row of the window table for each cursor: ``i * cols + j`` (tensor or numpy array)."""
+    """Row of the window table for each cursor: ``i * cols + j`` (a tensor, or an int for a pair of ints)."""
     return _component(cursor, 0) * geometry.cols + _component(cursor, 1)
 
 
@@ -251,8 +242,8 @@ def act_(
     return cursor, reward
 
 
-def patch_ids(actions: torch.Tensor, num_levels: int) -> torch.Tensor:
-    """Row of the patch table chosen by each action: ``k * L + b``."""
+def patch_ids(actions, num_levels: int):
+    """Row of the patch table chosen by each action: ``k * L + b`` (an int for one action given as ints)."""
     return _component(actions, 2) * num_levels + _component(actions, 3)
 
 

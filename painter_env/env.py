@@ -128,14 +128,12 @@ class PainterEnv(gym.Env):
         self._windows = window_views(self._geometry, self._images.shape[1])
         self.refresh_dictionary()
         self._levels = self.painter.dictionary.num_levels
-        self._start = np.array(self._geometry.start)
-        self._start.flags.writeable = False  # moves make new cursors, so every episode can start from it
         self._index = 0
         self._target = self._images[:1]
         self._target_array = self._read_only_image(0)
         self._canvas_array = np.zeros_like(self._target_array)
         self._canvas = torch.from_numpy(self._canvas_array).view(self._target.shape)
-        self._cursor = self._start
+        self._cursor = self._geometry.start
         self._steps = 0
         self._sse = self._sse_start = 0.0
 
@@ -164,7 +162,7 @@ class PainterEnv(gym.Env):
         self._target = self._images[self._index:self._index + 1]
         self._target_array = self._read_only_image(self._index)
         self._canvas_array.fill(0.0)
-        self._cursor = self._start
+        self._cursor = self._geometry.start
         self._steps = 0
         self._sse = float(np.dot(self._target_array.astype(np.float64), self._target_array))
         self._sse_start = self._sse
@@ -186,21 +184,26 @@ class PainterEnv(gym.Env):
         image.flags.writeable = False
         return image
 
-    def _checked(self, action) -> np.ndarray:
+    def _checked(self, action) -> tuple[int, ...]:
+        """The action as four Python ints, after checking them against the action space.
+
+        Python ints: for four numbers, comparisons and the kernel's cursor arithmetic on them are
+        several times cheaper than numpy's or torch's.
+        """
         array = np.asarray(action)
         if array.shape != (4,) or array.dtype.kind not in "iu":
             raise ValueError(f"an action is 4 integers (di, dj, k, b), got {action!r}")
-        # Python comparisons: for four numbers several times cheaper than numpy's
-        for component, (value, bound) in enumerate(zip(array.tolist(), self._nvec_list)):
+        values = tuple(array.tolist())
+        for component, (value, bound) in enumerate(zip(values, self._nvec_list)):
             if not 0 <= value < bound:
                 raise ValueError(invalid_action_message(component, value, self._nvec))
-        return array.astype(np.int64, copy=False)
+        return values
 
     def _observation(self) -> dict:
         return {
             "target": self._target_array.copy(),  # new arrays every step, as Gymnasium's checker asks
             "canvas": self._canvas_array.copy(),
-            "cursor": self._cursor.copy(),
+            "cursor": np.array(self._cursor),
             "step": self._steps,
         }
 
@@ -213,7 +216,7 @@ class PainterEnv(gym.Env):
     def render(self):
         if self.render_mode != "rgb_array":
             return None
-        cursor = tuple(self._cursor.tolist()) if self._steps else None
+        cursor = self._cursor if self._steps else None
         shape = self.painter.image_shape
         return render_frame(self._target_array.reshape(shape), self._canvas_array.reshape(shape), cursor,
                             self._geometry.patch_size)

@@ -167,13 +167,16 @@ def test_placement_rewards_equal_painting_each_placement(with_visibility):
                 torch.testing.assert_close(scores[:, patch, row, col], before - after, atol=1e-4, rtol=1e-4)
 
 
-def test_cursor_moves_identically_on_numpy_and_torch():
+def test_cursor_moves_identically_as_ints_and_as_tensors():
     geometry = CanvasGeometry(10, 12, 4, 3)
     cursor = torch.tensor([[0, 0], [6, 8], [3, 4], [6, 0]])
     move = torch.tensor([[0, 6], [6, 6], [2, 1], [3, 0]])
     moved = move_cursor(cursor, move, geometry)
-    assert moved.tolist() == move_cursor(cursor.numpy(), move.numpy(), geometry).tolist()
     assert moved.tolist() == [[0, 3], [6, 8], [2, 2], [6, 0]]
+    one_at_a_time = [move_cursor(tuple(c), tuple(m), geometry) for c, m in zip(cursor.tolist(), move.tolist())]
+    assert [list(pair) for pair in one_at_a_time] == moved.tolist()
+    assert position_index(one_at_a_time[1], geometry) == position_index(moved, geometry)[1].item()
+    assert patch_ids((0, 0, 2, 1), 3) == patch_ids(torch.tensor([[0, 0, 2, 1]]), 3).item() == 7
 
 
 def test_geometry_rejects_impossible_settings():
