@@ -153,7 +153,7 @@ class PainterVectorEnv(VectorEnv):
         info = {"sse": self._sse.clone(), **self._optimal_info()}
         if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP:
             if truncated.any():
-                info["final_obs"] = {key: value.clone() for key, value in self._observation(force_copy=True).items()}
+                info["final_obs"] = self._observation(force_copy=True)
                 info["final_info"] = {"sse": info["sse"].clone(), **self._optimal_info()}
                 info["_final_obs"] = truncated.clone()
                 self._reset_envs(truncated)

@@ -114,21 +114,29 @@ class PainterVecEnv(VecEnv):
         self._actions = None
         done = (terminated | truncated).cpu().numpy()
         timeout = [False] * self.num_envs if self.horizon_is_terminal else (truncated & ~terminated).tolist()
-        infos = self._per_env(info, {"TimeLimit.truncated": timeout})
+        infos = self._per_env(info, timeout)
         if "final_obs" in info:
-            final = self._to_numpy(info["final_obs"], remember=False, copy=False)
+            final = self._to_numpy(info["final_obs"], remember=False, copy=False)  # already copies
             ended = np.flatnonzero(info["_final_obs"].cpu().numpy()).tolist()
-            rows = zip(*(value[ended] for value in final.values()))
+            every = len(ended) == self.num_envs  # the usual case: all episodes end together
+            rows = zip(*(value if every else value[ended] for value in final.values()))
             for env, row in zip(ended, rows):
                 infos[env]["terminal_observation"] = dict(zip(final, row))
         return self._to_numpy(observation), reward.cpu().numpy(), done, infos
 
-    def _per_env(self, info: dict, extra: dict | None = None) -> list[dict]:
-        """The native info's per-env tensors (``sse``, ``optimal_return``) as one dict per env."""
-        columns = {key: info[key].tolist() for key in ("sse", "optimal_return") if key in info}
-        columns.update(extra or {})
-        keys = list(columns)
-        return [dict(zip(keys, row)) for row in zip(*columns.values())]
+    def _per_env(self, info: dict, timeout: list[bool] | None = None) -> list[dict]:
+        """The native info's per-env tensors (``sse``, ``optimal_return``) as one dict per env, with
+        ``TimeLimit.truncated`` when ``timeout`` is given. Dict literals: a few times faster than
+        building each env's dict from key-value pairs."""
+        sse = info["sse"].tolist()
+        if "optimal_return" in info:
+            infos = [{"sse": s, "optimal_return": o} for s, o in zip(sse, info["optimal_return"].tolist())]
+        else:
+            infos = [{"sse": s} for s in sse]
+        if timeout is not None:
+            for env_info, truncated in zip(infos, timeout):
+                env_info["TimeLimit.truncated"] = truncated
+        return infos
 
     def _to_numpy(self, observation: dict, remember: bool = True, copy: bool = True) -> dict[str, np.ndarray]:
         """Numpy copies of the env's observation buffers (SB3 keeps them past the next step)."""
