@@ -37,7 +37,7 @@ ESTIMATORS = {
     "reinforce (no baseline)": (reinforce, {"baseline": "none"}),
     "iw": (iw, {}),
     "iw (per step)": (iw, {"per_step": True}),
-    "vimco (per step)": (vimco, {}),
+    "vimco (per step)": (vimco, {"per_step": True}),
     "vimco (per program)": (vimco, {"per_step": False}),
 }
 REFERENCE = "reinforce (loo)"

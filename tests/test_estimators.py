@@ -208,12 +208,12 @@ def test_gradient_variance_ordering():
         for name, fn, kwargs in (
             ("reinforce-none", reinforce, {"baseline": "none"}), ("reinforce-loo", reinforce, {}),
             ("iw", iw, {}), ("iw-step", iw, {"per_step": True}),
-            ("vimco", vimco, {}), ("vimco-program", vimco, {"per_step": False}),
+            ("vimco-step", vimco, {"per_step": True}), ("vimco", vimco, {}),
         )
     }
     print("encoder gradient variance (trace), S=4:", variance)
     assert variance["iw-step"] < 0.9 * variance["iw"] < variance["reinforce-loo"] < variance["reinforce-none"]
-    assert variance["vimco"] < 0.9 * variance["vimco-program"] < variance["reinforce-none"]
+    assert variance["vimco-step"] < 0.9 * variance["vimco"] < variance["reinforce-none"]
 
 
 def test_bad_input_is_rejected():
