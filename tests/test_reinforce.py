@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import painter_env  # noqa: F401
 import train.reinforce as reinforce
+from train.common.tensorboard import claim_run_name
 
 TINY = ["--image-size", "12", "--patch-size", "4", "--steps", "2", "--batch-size", "4", "--samples", "2",
         "--eval-images", "8", "--log-every", "2", "--image-every", "2", "--save-every", "2", "--hidden-size", "16"]
@@ -113,3 +114,19 @@ def test_bad_arguments_raise_value_errors(tmp_path):
         _run(tmp_path, "bad", "--batch-size", "3")
     with pytest.raises(SystemExit):
         _run(tmp_path, "bad", "--estimator", "ppo")
+
+
+def test_runs_started_in_the_same_second_get_their_own_logs_and_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setattr(reinforce.time, "time", lambda: 1_700_000_000.0)  # both default names from one clock
+    argv = TINY + ["--logdir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck"), "--iterations", "1"]
+    reinforce.main(argv)
+    reinforce.main(argv)
+    base = "shapes__iw__s1__1700000000"
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [base, f"{base}_2"]
+    assert all((tmp_path / "ck" / name / "checkpoint.pt").exists() for name in (base, f"{base}_2"))
+
+
+def test_a_default_name_whose_checkpoint_exists_is_not_reused(tmp_path):
+    (tmp_path / "ck" / "run").mkdir(parents=True)  # e.g. logs deleted, checkpoint kept
+    assert claim_run_name("run", tmp_path / "runs", tmp_path / "ck") == "run_2"
+    assert claim_run_name("run", tmp_path / "runs", tmp_path / "ck") == "run_3"

@@ -48,7 +48,14 @@ from train.common.distributed import (
     average_, broadcast_, init_from_env, mean_across, merge_across, report_failure, shutdown,
 )
 from train.common.metrics import psnr, write_metrics_json
-from train.common.tensorboard import log_dictionary, log_hparams_text, log_image_grid, log_rollout_gif, make_writer
+from train.common.tensorboard import (
+    claim_run_name,
+    log_dictionary,
+    log_hparams_text,
+    log_image_grid,
+    log_rollout_gif,
+    make_writer,
+)
 from train.evaluate import evaluate_encoder
 
 
@@ -226,16 +233,19 @@ def main(argv=None) -> dict:
     generators = shard_generators(args.seed, shards, device)
     moving_average = torch.zeros(steps, device=device)
     start, elapsed = 0, 0.0
-    run_name = args.run_name or f"{args.dataset}__{args.estimator}__s{args.seed}__{int(time.time())}"
+    lead = context.lead
+    run_name = args.run_name
     if resumed:
         policy.load_state_dict(resumed["policy"])
         optimizer.load_state_dict(resumed["optimizer"])
         restore_generator_states(generators, resumed["rng"])
         moving_average = resumed["moving_average"].to(device)
         start, elapsed, run_name = resumed["iteration"], resumed["elapsed"], resumed["run_name"]
-    run_name = merge_across({"run_name": run_name}, context)["run_name"]  # rank 0's clock names the run
+    elif run_name is None and lead:
+        run_name = claim_run_name(f"{args.dataset}__{args.estimator}__s{args.seed}__{int(time.time())}",
+                                  args.logdir, args.checkpoint_dir)
+    run_name = merge_across({"run_name": run_name}, context)["run_name"]  # rank 0 names the run
     checkpoint_path = Path(args.checkpoint_dir) / run_name / "checkpoint.pt"
-    lead = context.lead
     writer = make_writer(args.logdir, run_name) if lead else None
     if lead:
         log_hparams_text(writer, {**dataclasses.asdict(args), "run_name": run_name, "world_size": context.world_size})

@@ -22,7 +22,7 @@ from painter_env.datasets import load_images
 from train.common.checkpoint import save_checkpoint
 from train.common.config import arg
 from train.common.metrics import write_metrics_json
-from train.common.tensorboard import log_hparams_text, log_image_grid, make_writer
+from train.common.tensorboard import claim_run_name, log_hparams_text, log_image_grid, make_writer
 
 
 @dataclass
@@ -98,7 +98,7 @@ def start_run(args: CommonArgs, kind: str, sizes: str = "", **hparams) -> Run:
     device = device_of(args.device)
     torch.manual_seed(args.seed)
     default_name = [kind, args.dataset, *([sizes] if sizes else []), f"s{args.seed}", str(int(time.time()))]
-    name = args.run_name or "__".join(default_name)
+    name = args.run_name or claim_run_name("__".join(default_name), args.logdir, args.checkpoint_dir)
     writer = make_writer(args.logdir, name)
     log_hparams_text(writer, {**dataclasses.asdict(args), "run_name": name, **hparams})
     return Run(args, kind, name, device, writer, Path(args.checkpoint_dir) / name / "checkpoint.pt")

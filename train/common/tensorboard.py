@@ -29,6 +29,25 @@ def add_gif(writer: SummaryWriter, tag: str, frames: list[np.ndarray], step: int
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
+def claim_run_name(base: str, logdir: str | Path, checkpoint_dir: str | Path) -> str:
+    """``base``, else ``base_2``, ``base_3``, ...: the first name whose log directory this call
+    creates and whose checkpoint directory does not exist yet.
+
+    The directory is created exclusively, so two runs started in the same second (whose default
+    names, made from the clock, are equal) never share logs or a checkpoint.
+    """
+    name, number = base, 1
+    while True:
+        if not (Path(checkpoint_dir) / name).exists():
+            try:
+                (Path(logdir) / name).mkdir(parents=True, exist_ok=False)
+                return name
+            except FileExistsError:
+                pass
+        number += 1
+        name = f"{base}_{number}"
+
+
 def make_writer(logdir: str | Path, run_name: str) -> SummaryWriter:
     """A writer for one run: ``logdir/run_name`` (created if needed)."""
     path = Path(logdir) / run_name
