@@ -193,17 +193,20 @@ def window_rows(images: torch.Tensor, corner: torch.Tensor, geometry: CanvasGeom
     batch, channels = images.shape[:2]
     if images.stride(2) != 1:
         raise ValueError(f"images must have contiguous pixels (stride 1), got strides {images.stride()}")
-    image_start = torch.arange(batch, device=corner.device).mul_(images.stride(0))
-    start = corner + image_start.view((-1,) + (1,) * (corner.dim() - 1))
-    offsets = _row_offsets(geometry, images.stride(1), channels, str(corner.device))
-    return (start[..., None, None] + offsets).view(-1)
+    offsets = _row_offsets(geometry, batch, images.stride(0), images.stride(1), channels, str(corner.device))
+    windows = 1 if corner.dim() == 1 else corner.shape[1]
+    return (corner.view(batch, windows, 1, 1) + offsets).view(-1)
 
 
 @lru_cache(maxsize=64)
-def _row_offsets(geometry: CanvasGeometry, channel_stride: int, channels: int, device: str) -> torch.Tensor:
-    """``(C, R)`` offsets of a window's rows from its corner in channel 0."""
+def _row_offsets(geometry: CanvasGeometry, batch: int, image_stride: int, channel_stride: int, channels: int,
+                 device: str) -> torch.Tensor:
+    """``(B, 1, C, R)`` offsets of each window's rows from its corner pixel in channel 0 of image 0.
+
+    Cached: a step then adds the corners to it in one op instead of building it anew."""
     rows = torch.arange(geometry.patch_size) * geometry.width
-    return (torch.arange(channels)[:, None] * channel_stride + rows).to(device)
+    within = torch.arange(channels)[:, None] * channel_stride + rows
+    return (torch.arange(batch).view(-1, 1, 1, 1) * image_stride + within).to(device)
 
 
 def row_blocks(images: torch.Tensor, patch_size: int) -> torch.Tensor:
