@@ -3,6 +3,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+from PIL import Image
 from stable_baselines3.common.vec_env import DummyVecEnv, VecCheckNan, VecMonitor, VecNormalize
 
 import painter_env  # noqa: F401  (registers Painter-v0)
@@ -209,3 +210,18 @@ def test_horizon_is_terminal_reports_no_time_limit():
         _, _, dones, infos = adapter.step(np.zeros((2, 4), dtype=np.int64))
     assert dones.all() and not any(info["TimeLimit.truncated"] for info in infos)
     assert all("terminal_observation" in info for info in infos)
+
+
+def test_infos_without_ground_truth_programs_carry_the_sse_alone(tmp_path):
+    rng = np.random.default_rng(0)
+    for number in range(3):
+        Image.fromarray((rng.random((10, 10)) * 255).astype(np.uint8)).save(tmp_path / f"{number}.png")
+    adapter = PainterVecEnv(2, dataset=f"folder:{tmp_path}", split="all", image_size=10, patch_size=3,
+                            max_steps=2, num_prototypes=4)
+    adapter.seed(0)
+    adapter.reset()
+    assert [set(info) for info in adapter.reset_infos] == [{"sse"}] * 2
+    for step in range(2):
+        _, _, _, infos = adapter.step(np.zeros((2, 4), dtype=np.int64))
+        ended = {"terminal_observation"} if step == 1 else set()
+        assert [set(info) for info in infos] == [{"sse", "TimeLimit.truncated"} | ended] * 2
