@@ -28,9 +28,10 @@ optimisation loop lives elsewhere. With ``log q_r(x|z) = -beta * SSE(x, dec(z))`
   from t on) by the other samples' mean. That baseline depends on the past of sample s and on
   the other samples, never on the actions it multiplies, so the estimator stays unbiased; at
   t = 0 it is the paper's. The default is the paper's one signal per program: the per-step form
-  has less variance on the exact tiny problem (T = 2), but more on ``shapes`` and MNIST, where
-  the weights are peaked and for the best sample ``L_S - L_S^(-s,t)`` becomes the un-averaged
-  difference of its future from the others' mean (``benchmarks.estimator_variance``).
+  has less variance on the exact tiny problem (T = 2), but more on ``shapes`` (at every S
+  measured) and on a trained MNIST policy, where the weights are peaked and for the best sample
+  ``L_S - L_S^(-s,t)`` becomes the un-averaged difference of its future from the others' mean
+  (``benchmarks.estimator_variance``).
 
 All three are checked against gradients computed exactly by enumerating every program of a
 tiny problem (``tests/test_estimators.py``).
