@@ -201,7 +201,8 @@ def window_rows(images: torch.Tensor, corner: torch.Tensor, geometry: CanvasGeom
 @lru_cache(maxsize=64)
 def _row_offsets(geometry: CanvasGeometry, batch: int, image_stride: int, channel_stride: int, channels: int,
                  device: str) -> torch.Tensor:
-    """``(B, 1, C, R)`` offsets of each window's rows from its corner pixel in channel 0 of image 0.
+    """``(B, 1, C, R)``: where row r of channel c of image b's window starts in memory, less the
+    window's corner pixel: ``b * image_stride + c * channel_stride + r * W``.
 
     Cached: a step then adds the corners to it in one op instead of building it anew."""
     rows = torch.arange(geometry.patch_size) * geometry.width
