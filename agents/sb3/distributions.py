@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from stable_baselines3.common.distributions import MultiCategoricalDistribution
 from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 
@@ -42,9 +43,9 @@ class FusedMultiCategoricalDistribution(MultiCategoricalDistribution):
     def proba_distribution(self, action_logits: torch.Tensor) -> FusedMultiCategoricalDistribution:
         if self.index.device != action_logits.device:
             self.index = self.index.to(action_logits.device)
-        padded = torch.cat([action_logits, action_logits.new_full((action_logits.shape[0], 1), float("-inf"))], 1)
-        logits = padded[:, self.index]  # (B, D, max_n)
-        self.log_probs = logits - logits.logsumexp(-1, keepdim=True)
+        padded = F.pad(action_logits, (0, 1), value=float("-inf"))
+        logits = padded.index_select(1, self.index.view(-1)).view(len(padded), *self.index.shape)  # (B, D, max_n)
+        self.log_probs = logits.log_softmax(-1)
         return self
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
