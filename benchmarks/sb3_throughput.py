@@ -11,7 +11,9 @@ vectorisation itself costs; the ``policy`` column names each. The table gives en
 of rollout collection (SB3's ``collect_rollouts``: env steps and policy forward passes, no
 training) and of the whole ``learn()``, and the speed-up of the batched adapter over the better
 of the other two. Backends are measured in turn, ``--repeats`` times, and medians reported (the
-machine may be shared). ``SubprocVecEnv`` runs one process per env, so it is skipped above
+machine may be shared); ``collect_speedup`` is the ratio of the medians, ``collect_speedup_paired``
+the median of the ratios within a repeat, which a drift of the machine's speed between repeats
+does not move. ``SubprocVecEnv`` runs one process per env, so it is skipped above
 ``--subproc-max-envs``.
 
 ``--quality`` also trains PPO with ``python -m train.sb3`` for ``--budget-seconds`` on ``shapes``
@@ -126,6 +128,10 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
             if backend == "batched" and others:
                 best = max(others, key=lambda b: medians[b]["collect"])
                 row["collect_speedup"] = medians[backend]["collect"] / medians[best]["collect"]
+                # Each repeat measures every backend in turn: the ratio within a repeat is immune to the
+                # machine's speed drifting between repeats.
+                row["collect_speedup_paired"] = statistics.median(
+                    mine["collect"] / theirs["collect"] for mine, theirs in zip(samples[backend], samples[best]))
                 row["learn_speedup"] = medians[backend]["learn"] / max(medians[b]["learn"] for b in others)
                 row["compared_with"] = best
             rows.append(row)
@@ -198,7 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
     policies = policies_to_measure(args.policies, run_args, params, env_kwargs)
     result = {"throughput": throughput_rows(args, env_kwargs, params, policies)}
     print(markdown(result["throughput"], ["n_envs", "backend", "policy", "collect_steps_per_second", "learn_steps_per_second",
-                                          "collect_speedup", "learn_speedup", "compared_with"]))
+                                          "collect_speedup", "collect_speedup_paired", "learn_speedup",
+                                          "compared_with"]))
     if args.quality or args.reference:
         result["quality"] = quality_rows(args)
         print()

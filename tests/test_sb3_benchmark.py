@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from benchmarks import sb3_throughput
@@ -24,4 +25,5 @@ def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
     assert mlp_batched["policy"] == mlp_dummy["policy"] == "PainterMultiInputPolicy(CombinedExtractor)"
     assert batched["collect_speedup"] == batched["collect_steps_per_second"] / dummy["collect_steps_per_second"]
     assert mlp_batched["collect_speedup"] == mlp_batched["collect_steps_per_second"] / mlp_dummy["collect_steps_per_second"]
+    assert mlp_batched["collect_speedup_paired"] == pytest.approx(mlp_batched["collect_speedup"])  # one repeat
     assert "| 4 | batched | PainterMultiInputPolicy(CombinedExtractor)" in capsys.readouterr().out
