@@ -9,11 +9,13 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from tqdm import tqdm
 
 import train.reinforce as reinforce
 
@@ -47,6 +49,10 @@ def _rank(rank, port, argv, stderr_dir):
     """One rank of a 2-process run with torchrun's environment variables; rank 1 fails in iteration 3."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE="2")
+    # A forked rank inherits tqdm's write lock, a semaphore shared with the parent: a rank stopped
+    # while it holds the lock (as the surviving rank is when the other fails) would leave the parent
+    # waiting for it forever in its next progress bar. Each rank gets a lock of its own.
+    tqdm.set_lock(threading.RLock())
     sys.stderr = open(stderr_dir / f"rank{rank}.err", "w", buffering=1)
     original, calls = reinforce.sample_batch, {"count": 0}
 
