@@ -11,7 +11,9 @@ the policy's parameters is taken; the table gives the trace of its covariance ov
 replicates, the ratio to REINFORCE with the leave-one-out baseline, and the relative variance
 ``trace / ||E g||^2`` (``||E g||^2`` estimated without bias), which removes the different scales
 of the objectives (IW's gradient is about (S-1)/S times REINFORCE's when the samples' weights
-are nearly equal).
+are nearly equal). REINFORCE's moving-average baseline is taken at the value training drives it
+to: the mean return-to-go of each step, over ``--baseline-batches`` batches drawn before the
+replicates (so it is a constant, as the baseline is within one training batch).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from agents.encoders import CHECKPOINT_KIND, load_policy
-from agents.estimators import iw, reinforce, vimco
+from agents.estimators import iw, reinforce, returns_to_go, vimco
 from decoders.dictionary import PatchDictionary
 from painter_env.config import PainterConfig, build_painter
 from train.common.checkpoint import load_checkpoint
@@ -34,6 +36,7 @@ from train.reinforce import sample_batch
 
 ESTIMATORS = {
     "reinforce (loo)": (reinforce, {"baseline": "loo"}),
+    "reinforce (moving average)": (reinforce, {"baseline": "moving-average"}),
     "reinforce (no baseline)": (reinforce, {"baseline": "none"}),
     "iw": (iw, {}),
     "iw (per step)": (iw, {"per_step": True}),
@@ -44,18 +47,27 @@ REFERENCE = "reinforce (loo)"
 
 
 def replicate_gradients(policy, painter, replicates: int, batch_size: int, samples: int, beta: float,
-                        seed: int) -> dict[str, torch.Tensor]:
+                        seed: int, baseline_batches: int = 16) -> dict[str, torch.Tensor]:
     """``(replicates, parameters)`` encoder gradients per estimator, all from the same batches."""
     generator = torch.Generator().manual_seed(seed)
     images, parameters = painter.data.images, list(policy.parameters())
     drawing = SimpleNamespace(samples=samples, estimator="iw", baseline="loo")  # no extra rollouts needed
+
+    def draw():
+        targets = images[torch.randint(len(images), (batch_size,), generator=generator)]
+        return sample_batch(policy, painter.dictionary, targets, painter.geometry, painter.max_steps, drawing,
+                            generator, freeze=True)[0]
+
+    with torch.no_grad():  # the moving average's fixed point: each step's mean return-to-go
+        moving_average = torch.stack([
+            beta * returns_to_go(draw().rewards).mean((0, 1)) for _ in range(baseline_batches)
+        ]).mean(0)
     gradients = {name: [] for name in ESTIMATORS}
     for _ in tqdm(range(replicates), desc="replicates"):
-        targets = images[torch.randint(len(images), (batch_size,), generator=generator)]
-        batch, _ = sample_batch(policy, painter.dictionary, targets, painter.geometry, painter.max_steps, drawing,
-                                generator, freeze=True)
+        batch = draw()
         for name, (estimator, options) in ESTIMATORS.items():
-            loss = estimator(batch, beta=beta, **options).encoder_loss
+            extra = {"moving_average": moving_average} if options.get("baseline") == "moving-average" else {}
+            loss = estimator(batch, beta=beta, **options, **extra).encoder_loss
             grads = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
             gradients[name].append(torch.cat([
                 (torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, parameters)
@@ -100,12 +112,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=16, help="images per replicate batch")
     parser.add_argument("--samples", type=int, default=4, help="programs sampled per image (S)")
     parser.add_argument("--beta", type=float, default=None, help="inverse temperature (default: the checkpoint's)")
+    parser.add_argument("--baseline-batches", type=int, default=16,
+                        help="batches drawn first to set REINFORCE's moving-average baseline (each step's mean return)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the images and samples")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--json", default=None, help="write the rows as JSON to this path")
     args = parser.parse_args(argv)
     if args.replicates < 2 or args.samples < 2:
         parser.error("--replicates and --samples must be at least 2")
+    if args.baseline_batches < 1:
+        parser.error("--baseline-batches must be at least 1")
     torch.set_num_threads(args.threads)
     payload = load_checkpoint(args.checkpoint, CHECKPOINT_KIND)
     config = dict(payload["env_config"], dictionary=PatchDictionary.from_payload(payload["dictionary"]))
@@ -113,7 +129,8 @@ def main(argv=None) -> dict:
     painter = build_painter(PainterConfig(**config))
     policy = load_policy(payload, "cpu")
     beta = payload["args"]["beta"] if args.beta is None else args.beta
-    gradients = replicate_gradients(policy, painter, args.replicates, args.batch_size, args.samples, beta, args.seed)
+    gradients = replicate_gradients(policy, painter, args.replicates, args.batch_size, args.samples, beta, args.seed,
+                                    args.baseline_batches)
     result = {"checkpoint": str(args.checkpoint), "split": config["split"], "samples": args.samples,
               "batch_size": args.batch_size, "beta": beta, "rows": variance_rows(gradients)}
     print(f"Encoder-gradient variance at the checkpoint's parameters, S={args.samples}, "

@@ -13,8 +13,10 @@ training) and of the whole ``learn()``, and the speed-up of the batched adapter 
 of the other two. Backends are measured in turn, ``--repeats`` times, and medians reported (the
 machine may be shared); ``collect_speedup`` is the ratio of the medians, ``collect_speedup_paired``
 the median of the ratios within a repeat, which a drift of the machine's speed between repeats
-does not move. ``SubprocVecEnv`` runs one process per env, so it is skipped above
-``--subproc-max-envs``.
+does not move. With several ``--threads`` counts every backend is measured at each, and each is
+compared at its fastest: on 2 cores the batched adapter's tensor ops gain from a second thread,
+while the single envs of ``DummyVecEnv`` do not. ``SubprocVecEnv`` runs one process per env, so it
+is skipped above ``--subproc-max-envs``.
 
 ``--quality`` also trains PPO with ``python -m train.sb3`` for ``--budget-seconds`` on ``shapes``
 (fraction of the optimal return on ``test``) and on MNIST (SSE on ``test[8000:]``, fitted on
@@ -110,30 +112,41 @@ def policies_to_measure(names: list[str], run_args, params: dict, env_kwargs: di
 
 
 def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) -> list[dict]:
+    """One row per policy, n_envs, backend and torch thread count; the batched adapter's row at its
+    fastest thread count carries the speed-ups over the fastest (backend, threads) of the others."""
     rows = []
     for policy_kwargs, n_envs in itertools.product(policies, args.n_envs):
         policy = policy_name(policy_kwargs)
         backends = [b for b in args.backends if b != "subproc" or n_envs <= args.subproc_max_envs]
-        samples = {backend: [] for backend in backends}
+        settings = list(itertools.product(backends, args.threads))
+        samples = {setting: [] for setting in settings}
         for _ in range(args.repeats):
-            for backend in backends:
-                samples[backend].append(measure(backend, n_envs, args.rollouts, env_kwargs, params, policy_kwargs))
-        medians = {backend: {key: statistics.median(s[key] for s in runs) for key in ("collect", "learn")}
-                   for backend, runs in samples.items()}
-        others = [b for b in backends if b != "batched"]
-        for backend in backends:
-            row = {"n_envs": n_envs, "backend": backend, "policy": policy,
-                   "collect_steps_per_second": medians[backend]["collect"],
-                   "learn_steps_per_second": medians[backend]["learn"], "repeats": args.repeats}
-            if backend == "batched" and others:
-                best = max(others, key=lambda b: medians[b]["collect"])
-                row["collect_speedup"] = medians[backend]["collect"] / medians[best]["collect"]
-                # Each repeat measures every backend in turn: the ratio within a repeat is immune to the
+            for backend, threads in settings:
+                torch.set_num_threads(threads)
+                samples[backend, threads].append(
+                    measure(backend, n_envs, args.rollouts, env_kwargs, params, policy_kwargs))
+        medians = {setting: {key: statistics.median(s[key] for s in runs) for key in ("collect", "learn")}
+                   for setting, runs in samples.items()}
+
+        def fastest(backend: str) -> tuple[str, int]:
+            return max(((backend, t) for t in args.threads), key=lambda setting: medians[setting]["collect"])
+
+        others = [fastest(b) for b in backends if b != "batched"]
+        best = max(others, key=lambda setting: medians[setting]["collect"]) if others else None
+        for setting in settings:
+            backend, threads = setting
+            row = {"n_envs": n_envs, "backend": backend, "threads": threads, "policy": policy,
+                   "collect_steps_per_second": medians[setting]["collect"],
+                   "learn_steps_per_second": medians[setting]["learn"], "repeats": args.repeats}
+            if backend == "batched" and best and setting == fastest("batched"):
+                row["collect_speedup"] = medians[setting]["collect"] / medians[best]["collect"]
+                # Each repeat measures every setting in turn: the ratio within a repeat is immune to the
                 # machine's speed drifting between repeats.
                 row["collect_speedup_paired"] = statistics.median(
-                    mine["collect"] / theirs["collect"] for mine, theirs in zip(samples[backend], samples[best]))
-                row["learn_speedup"] = medians[backend]["learn"] / max(medians[b]["learn"] for b in others)
-                row["compared_with"] = best
+                    mine["collect"] / theirs["collect"] for mine, theirs in zip(samples[setting], samples[best]))
+                row["learn_speedup"] = medians[setting]["learn"] / max(
+                    medians[fastest(b)]["learn"] for b in backends if b != "batched")
+                row["compared_with"] = f"{best[0]}, {best[1]} thread{'s' if best[1] > 1 else ''}"
             rows.append(row)
     return rows
 
@@ -177,7 +190,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="skip SubprocVecEnv (one process per env) above this many envs")
     parser.add_argument("--dataset", default="shapes", help="dataset of the throughput runs")
     parser.add_argument("--image-size", type=int, default=None, help="image size of the throughput runs")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="torch CPU thread counts to measure each backend at; speed-ups compare each "
+                             "backend at its fastest (e.g. --threads 1 2)")
     parser.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE",
                         help="PPO overrides of train/configs/ppo.toml, as in train.sb3")
     parser.add_argument("--policies", nargs="+", default=["config", "mlp"], choices=["config", "mlp"],
@@ -194,7 +209,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", default=None, help="write all rows to this JSON file")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
+    if min(args.threads) < 1:
+        parser.error("--threads must be at least 1")
+    torch.set_num_threads(args.threads[0])
     run_args = sb3.parse_args(["--dataset", args.dataset, "--hyperparams", *args.hyperparams])
     # As train.sb3 runs PPO: no argument checks in torch.distributions (for every backend alike).
     torch.distributions.Distribution.set_default_validate_args(run_args.validate_distributions)
@@ -203,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Each policy is the same for every backend.
     policies = policies_to_measure(args.policies, run_args, params, env_kwargs)
     result = {"throughput": throughput_rows(args, env_kwargs, params, policies)}
-    print(markdown(result["throughput"], ["n_envs", "backend", "policy", "collect_steps_per_second", "learn_steps_per_second",
+    print(markdown(result["throughput"], ["n_envs", "backend", "threads", "policy", "collect_steps_per_second", "learn_steps_per_second",
                                           "collect_speedup", "collect_speedup_paired", "learn_speedup",
                                           "compared_with"]))
     if args.quality or args.reference:

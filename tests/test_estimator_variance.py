@@ -25,5 +25,7 @@ def test_rows_for_every_estimator_at_one_checkpoint(tmp_path, capsys):
     assert all(math.isfinite(row["variance"]) and row["variance"] > 0 for row in rows.values())
     # Returns are positive, so without a baseline the score terms do not cancel: far more variance.
     assert rows["reinforce (no baseline)"]["variance"] > 10 * rows["reinforce (loo)"]["variance"]
+    # The moving average (each step's mean return, a constant) removes part of that.
+    assert rows["reinforce (moving average)"]["variance"] < 0.8 * rows["reinforce (no baseline)"]["variance"]
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert "| iw (per step) |" in capsys.readouterr().out

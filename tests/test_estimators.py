@@ -227,3 +227,17 @@ def test_bad_input_is_rejected():
         reinforce(SampleBatch(torch.zeros(2, 2, 4), torch.zeros(2, 2, 4), torch.zeros(2, 2)), baseline="self-critical")
     with pytest.raises(ValueError, match="reference_rewards must be"):
         SampleBatch(torch.zeros(2, 2, 4), torch.zeros(2, 2, 4), torch.zeros(2, 2), reference_rewards=torch.zeros(2, 3))
+
+
+def test_vimco_with_two_samples_is_reinforce_loo_plus_the_bound_gap_term():
+    """With S=2 and d = f_1 - f_2, VIMCO's signal softplus(d) - log 2 splits exactly into the
+    per-program leave-one-out advantage d/2 and log cosh(d/2) >= 0, a term on both samples' scores
+    that estimates the gradient of the bound's Jensen gap E[log cosh(d/2)]. So VIMCO carries
+    REINFORCE-loo's noise plus that term's: it is not expected to have less variance than REINFORCE
+    with the leave-one-out baseline (``benchmarks.estimator_variance``)."""
+    f = torch.tensor([[-0.3, -2.0], [1.5, 0.25], [0.0, 0.0]], dtype=torch.float64)
+    batch = SampleBatch(torch.zeros(3, 2, 1, dtype=torch.float64), torch.zeros(3, 2, 1, dtype=torch.float64), -f)
+    signal = vimco(batch).signal.squeeze(2)
+    d = f[:, :1] - f[:, 1:]
+    advantage = torch.cat([d, -d], 1) / 2
+    torch.testing.assert_close(signal, advantage + torch.cosh(d / 2).log(), rtol=0, atol=1e-12)

@@ -26,4 +26,23 @@ def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
     assert batched["collect_speedup"] == batched["collect_steps_per_second"] / dummy["collect_steps_per_second"]
     assert mlp_batched["collect_speedup"] == mlp_batched["collect_steps_per_second"] / mlp_dummy["collect_steps_per_second"]
     assert mlp_batched["collect_speedup_paired"] == pytest.approx(mlp_batched["collect_speedup"])  # one repeat
-    assert "| 4 | batched | PainterMultiInputPolicy(CombinedExtractor)" in capsys.readouterr().out
+    assert mlp_batched["compared_with"] == "dummy, 1 thread"
+    assert "| 4 | batched | 1 | PainterMultiInputPolicy(CombinedExtractor)" in capsys.readouterr().out
+
+
+def test_each_backend_is_compared_at_its_fastest_thread_count(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        results = sb3_throughput.main(["--n-envs", "4", "--backends", "batched", "dummy", "--rollouts", "1",
+                                       "--repeats", "1", "--image-size", "12", "--hyperparams", "n_steps=2",
+                                       "--policies", "mlp", "--threads", "1", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    rows = {(row["backend"], row["threads"]): row for row in results["throughput"]}
+    assert sorted(rows) == [("batched", 1), ("batched", 2), ("dummy", 1), ("dummy", 2)]
+    rate = {setting: row["collect_steps_per_second"] for setting, row in rows.items()}
+    fastest = max((("batched", t) for t in (1, 2)), key=rate.get)
+    other = max((("dummy", t) for t in (1, 2)), key=rate.get)
+    assert [setting for setting, row in rows.items() if "collect_speedup" in row] == [fastest]
+    assert rows[fastest]["collect_speedup"] == rate[fastest] / rate[other]
+    assert rows[fastest]["compared_with"] == f"dummy, {other[1]} thread{'s' if other[1] > 1 else ''}"
