@@ -232,9 +232,10 @@ def test_bad_input_is_rejected():
 def test_vimco_with_two_samples_is_reinforce_loo_plus_the_bound_gap_term():
     """With S=2 and d = f_1 - f_2, VIMCO's signal softplus(d) - log 2 splits exactly into the
     per-program leave-one-out advantage d/2 and log cosh(d/2) >= 0, a term on both samples' scores
-    that estimates the gradient of the bound's Jensen gap E[log cosh(d/2)]. So VIMCO carries
-    REINFORCE-loo's noise plus that term's: it is not expected to have less variance than REINFORCE
-    with the leave-one-out baseline (``benchmarks.estimator_variance``)."""
+    that estimates the gradient of the bound's Jensen gap E[log cosh(d/2)]. So VIMCO's variance is
+    that of REINFORCE with a per-program leave-one-out baseline, plus the term's, plus their
+    covariance: it need not be below REINFORCE-loo's, and is not everywhere
+    (``benchmarks.estimator_variance``)."""
     f = torch.tensor([[-0.3, -2.0], [1.5, 0.25], [0.0, 0.0]], dtype=torch.float64)
     batch = SampleBatch(torch.zeros(3, 2, 1, dtype=torch.float64), torch.zeros(3, 2, 1, dtype=torch.float64), -f)
     signal = vimco(batch).signal.squeeze(2)
