@@ -16,7 +16,9 @@ the median of the ratios within a repeat, which a drift of the machine's speed b
 does not move. With several ``--threads`` counts every backend is measured at each, and each is
 compared at its fastest: on 2 cores the batched adapter's tensor ops gain from a second thread,
 while the single envs of ``DummyVecEnv`` do not. ``SubprocVecEnv`` runs one process per env, so it
-is skipped above ``--subproc-max-envs``.
+is skipped above ``--subproc-max-envs``. The ``null`` backend replays one observation with no env
+work at all; ``collect_speedup_ceiling`` (its rate over the best of ``DummyVecEnv`` and
+``SubprocVecEnv``) is the most any vectorisation could give with the policy measured.
 
 ``--quality`` also trains PPO with ``python -m train.sb3`` for ``--budget-seconds`` on ``shapes``
 (fraction of the optimal return on ``test``) and on MNIST (SSE on ``test[8000:]``, fitted on
@@ -33,6 +35,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
@@ -45,7 +48,8 @@ from painter_env.config import PainterConfig, build_painter
 from train import sb3
 from train.common.metrics import write_metrics_json
 
-BACKENDS = ("batched", "dummy", "subproc")
+BACKENDS = ("batched", "dummy", "subproc", "null")
+REFERENCE_BACKENDS = ("dummy", "subproc")  # what the batched adapter is compared with
 MNIST_ROOT = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")  # the repository's ../shared
 
 
@@ -66,9 +70,29 @@ class RolloutTimer(BaseCallback):
         return True
 
 
+class NullVecEnv(PainterVecEnv):
+    """The batched adapter with no env work: its first observation replayed, episodes ending after
+    the painter's horizon as the real ones do. PPO's collection rate on it is the ceiling that any
+    vectorisation's speed-up can reach with the policy measured (SB3's own work per step stays)."""
+
+    def reset(self):
+        self._replay = super().reset()
+        self._count = 0
+        return self._replay
+
+    def step_wait(self):
+        self._actions, self._count = None, self._count + 1
+        done = np.full(self.num_envs, self._count % self.painter.max_steps == 0)
+        infos = [{"sse": 0.0, "TimeLimit.truncated": False} for _ in range(self.num_envs)]
+        if done[0]:
+            for env, info in enumerate(infos):
+                info["terminal_observation"] = {key: value[env] for key, value in self._replay.items()}
+        return self._replay, np.zeros(self.num_envs, dtype=np.float32), done, infos
+
+
 def make_venv(backend: str, n_envs: int, env_kwargs: dict):
-    if backend == "batched":
-        venv = PainterVecEnv(n_envs, horizon_is_terminal=True, **env_kwargs)
+    if backend in ("batched", "null"):
+        venv = (PainterVecEnv if backend == "batched" else NullVecEnv)(n_envs, horizon_is_terminal=True, **env_kwargs)
     else:
         makers = [sb3.single_env_maker(env_kwargs, flatten=False, horizon_is_terminal=True) for _ in range(n_envs)]
         venv = DummyVecEnv(makers) if backend == "dummy" else SubprocVecEnv(makers, start_method="fork")
@@ -131,7 +155,7 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
         def fastest(backend: str) -> tuple[str, int]:
             return max(((backend, t) for t in args.threads), key=lambda setting: medians[setting]["collect"])
 
-        others = [fastest(b) for b in backends if b != "batched"]
+        others = [fastest(b) for b in backends if b in REFERENCE_BACKENDS]
         best = max(others, key=lambda setting: medians[setting]["collect"]) if others else None
         for setting in settings:
             backend, threads = setting
@@ -145,7 +169,9 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
                 row["collect_speedup_paired"] = statistics.median(
                     mine["collect"] / theirs["collect"] for mine, theirs in zip(samples[setting], samples[best]))
                 row["learn_speedup"] = medians[setting]["learn"] / max(
-                    medians[fastest(b)]["learn"] for b in backends if b != "batched")
+                    medians[fastest(b)]["learn"] for b in backends if b in REFERENCE_BACKENDS)
+                if "null" in backends:
+                    row["collect_speedup_ceiling"] = medians[fastest("null")]["collect"] / medians[best]["collect"]
                 row["compared_with"] = f"{best[0]}, {best[1]} thread{'s' if best[1] > 1 else ''}"
             rows.append(row)
     return rows
@@ -183,7 +209,8 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-envs", type=int, nargs="+", default=[64, 256], help="numbers of parallel envs")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS, help="vectorisations")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS,
+                        help="vectorisations (null: no env work, the ceiling of any speed-up)")
     parser.add_argument("--rollouts", type=int, default=4, help="timed PPO iterations per measurement")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per backend (medians reported)")
     parser.add_argument("--subproc-max-envs", type=int, default=64,
@@ -221,8 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
     policies = policies_to_measure(args.policies, run_args, params, env_kwargs)
     result = {"throughput": throughput_rows(args, env_kwargs, params, policies)}
     print(markdown(result["throughput"], ["n_envs", "backend", "threads", "policy", "collect_steps_per_second", "learn_steps_per_second",
-                                          "collect_speedup", "collect_speedup_paired", "learn_speedup",
-                                          "compared_with"]))
+                                          "collect_speedup", "collect_speedup_paired", "collect_speedup_ceiling",
+                                          "learn_speedup", "compared_with"]))
     if args.quality or args.reference:
         result["quality"] = quality_rows(args)
         print()

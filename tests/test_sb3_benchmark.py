@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,3 +47,27 @@ def test_each_backend_is_compared_at_its_fastest_thread_count(tmp_path):
     assert [setting for setting, row in rows.items() if "collect_speedup" in row] == [fastest]
     assert rows[fastest]["collect_speedup"] == rate[fastest] / rate[other]
     assert rows[fastest]["compared_with"] == f"dummy, {other[1]} thread{'s' if other[1] > 1 else ''}"
+
+
+def test_null_backend_gives_the_ceiling_of_the_speed_up():
+    threads = torch.get_num_threads()
+    try:
+        results = sb3_throughput.main(["--n-envs", "4", "--backends", "batched", "dummy", "null", "--rollouts", "1",
+                                       "--repeats", "1", "--image-size", "12", "--hyperparams", "n_steps=8",
+                                       "--policies", "mlp"])
+    finally:
+        torch.set_num_threads(threads)
+    batched, dummy, null = results["throughput"]
+    assert null["backend"] == "null" and batched["compared_with"] == "dummy, 1 thread"  # null is no competitor
+    assert batched["collect_speedup_ceiling"] == null["collect_steps_per_second"] / dummy["collect_steps_per_second"]
+
+
+def test_null_env_replays_its_first_observation_and_ends_episodes_at_the_horizon():
+    venv = sb3_throughput.NullVecEnv(3, horizon_is_terminal=True, image_size=12, max_steps=2)
+    first = venv.reset()
+    venv.step_async(np.zeros((3, 4), dtype=np.int64))
+    obs, reward, done, infos = venv.step_wait()
+    assert obs is first and not done.any() and not reward.any()
+    venv.step_async(np.zeros((3, 4), dtype=np.int64))
+    _, _, done, infos = venv.step_wait()
+    assert done.all() and all("terminal_observation" in info for info in infos)
