@@ -11,7 +11,8 @@ every entry, which matters when a row holds every (position, prototype) of an im
 
 Resolution: the uniform is a float32 in (0, 1] (steps of 2^-24), so an entry whose probability is
 far below 2^-24 of the row's total is never drawn. Log-weights are floored at ``FLOOR_NATS`` = 87
-nats below the row's maximum, which keeps ``exp`` off its very slow subnormal path; floored
+nats below the row's maximum (below 0 for log-probabilities, whose maximum is at least
+``-log N``), which keeps ``exp`` off its very slow subnormal path; floored
 entries (including ``-inf``) weigh at most 2e-38 each and so can never be drawn.
 """
 
@@ -25,17 +26,24 @@ FLOOR_NATS = 87.0
 
 
 def sample_categorical(
-    logits: torch.Tensor, generator: torch.Generator | None = None, consume: bool = False
+    logits: torch.Tensor, generator: torch.Generator | None = None, consume: bool = False,
+    normalized: bool = False,
 ) -> torch.Tensor:
     """One index per row of ``logits`` ``(..., N)`` drawn from ``softmax(logits)``: ``(...)`` long.
 
     With ``consume=True`` the logits tensor is overwritten (saves a copy of a large tensor).
+    ``normalized=True`` says the rows are log-probabilities (as ``log_softmax`` returns): their
+    maximum is then between ``-log N`` and 0, so the shift by it, which only keeps ``exp`` from
+    overflowing, is skipped (three tensor ops fewer, for small policies' action sampling).
     """
     size = logits.shape[-1]
     if size == 0:
         raise ValueError("cannot sample from an empty categorical distribution")
-    weights = logits if consume else logits.clone()
-    weights.sub_(weights.amax(-1, keepdim=True)).clamp_min_(-FLOOR_NATS).exp_()
+    if normalized:
+        weights = (logits.clamp_min_(-FLOOR_NATS) if consume else logits.clamp_min(-FLOOR_NATS)).exp_()
+    else:
+        weights = logits if consume else logits.clone()
+        weights.sub_(weights.amax(-1, keepdim=True)).clamp_min_(-FLOOR_NATS).exp_()
     cumulative = torch.cumsum(weights, -1, out=weights)
     shape = logits.shape[:-1] + (1,)
     uniform = 1.0 - torch.rand(shape, generator=generator, device=logits.device, dtype=logits.dtype)

@@ -18,10 +18,12 @@ def biased_seed_sampler(probabilities: torch.Tensor, generator: torch.Generator)
     return index
 
 
-def test_frequencies_match_softmax_chi_square():
+@pytest.mark.parametrize("normalized", [False, True])
+def test_frequencies_match_softmax_chi_square(normalized):
     logits = torch.tensor([0.0, 1.0, -1.0, 2.5, 0.3, -3.0])
+    given = logits.log_softmax(0) if normalized else logits
     generator = torch.Generator().manual_seed(0)
-    draws = sample_categorical(logits.expand(DRAWS, -1), generator)
+    draws = sample_categorical(given.expand(DRAWS, -1), generator, normalized=normalized)
     counts = torch.bincount(draws, minlength=6).double()
     expected = torch.softmax(logits.double(), 0) * DRAWS
     assert chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-3
@@ -38,10 +40,14 @@ def test_seed_sampler_is_biased_ours_is_not():
     assert chisquare(ours.numpy(), expected).pvalue > 1e-3
 
 
-def test_minus_infinity_never_drawn_and_rows_independent():
+@pytest.mark.parametrize("normalized", [False, True])
+def test_minus_infinity_never_drawn_and_rows_independent(normalized):
     logits = torch.tensor([[0.0, float("-inf"), 0.0], [float("-inf"), float("-inf"), 5.0]])
+    logits = logits.log_softmax(1) if normalized else logits
+    kept = logits.clone()
     generator = torch.Generator().manual_seed(2)
-    draws = sample_categorical(logits.repeat(5000, 1), generator).view(5000, 2)
+    draws = sample_categorical(logits.repeat(5000, 1), generator, normalized=normalized).view(5000, 2)
+    assert torch.equal(logits, kept)
     assert (draws[:, 0] != 1).all() and (draws[:, 1] == 2).all()
     share = (draws[:, 0] == 0).double().mean().item()
     assert abs(share - 0.5) < 4 * math.sqrt(0.25 / 5000)

@@ -58,7 +58,7 @@ class FusedMultiCategoricalDistribution(MultiCategoricalDistribution):
 
     def sample(self) -> torch.Tensor:
         # The project's exact inverse-CDF sampler: one uniform per component, never a -inf entry.
-        return sample_categorical(self.log_probs)
+        return sample_categorical(self.log_probs, normalized=True)
 
     def mode(self) -> torch.Tensor:
         return self.log_probs.argmax(2)
