@@ -86,8 +86,21 @@ def _cached_table(geometry: CanvasGeometry, device: str, name: str) -> torch.Ten
         "window": lambda: geometry.window_table,
         "lowest": lambda: torch.zeros(2, dtype=torch.long),
         "highest": lambda: torch.tensor([geometry.rows - 1, geometry.cols - 1]),
+        "corner_weights": lambda: torch.tensor([geometry.width, 1]),
     }
     return sources[name]().to(device)
+
+
+@lru_cache(maxsize=64)
+def _level_weights(num_levels: int, device: str) -> torch.Tensor:
+    return torch.tensor([num_levels, 1], device=device)
+
+
+def _weighted_sum(ints: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``(ints * weights).sum(-1)`` for integer tensors: one integer matmul on the CPU, a third of
+    the tensor ops of products and sum (an env step pays for each op); products and sum on other
+    devices, which have no integer matmul."""
+    return ints @ weights if ints.device.type == "cpu" else (ints * weights).sum(-1)
 
 
 def _component(array, index: int):
@@ -107,7 +120,7 @@ def move_cursor(cursor, move, geometry: CanvasGeometry):
         return (min(max(row + row_move - radius, 0), geometry.rows - 1),
                 min(max(col + col_move - radius, 0), geometry.cols - 1))
     lowest, highest = geometry.cursor_bounds(cursor.device)
-    return (cursor + move - geometry.move_radius).clip(lowest, highest)
+    return torch.add(cursor, move).sub_(geometry.move_radius).clamp_(lowest, highest)
 
 
 def position_index(cursor, geometry: CanvasGeometry):
@@ -179,7 +192,7 @@ def paint_(
 
 def corner_pixel(cursor: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
     """Flat pixel ``i * W + j`` of each cursor's top-left corner ``(B,)``."""
-    return torch.add(cursor[:, 1], cursor[:, 0], alpha=geometry.width)
+    return _weighted_sum(cursor, table_on(geometry, cursor.device, "corner_weights"))
 
 
 def window_rows(images: torch.Tensor, corner: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
@@ -248,7 +261,9 @@ def act_(
 
 def patch_ids(actions, num_levels: int):
     """Row of the patch table chosen by each action: ``k * L + b`` (an int for one action given as ints)."""
-    return _component(actions, 2) * num_levels + _component(actions, 3)
+    if isinstance(actions, torch.Tensor):
+        return _weighted_sum(actions[..., 2:], _level_weights(num_levels, str(actions.device)))
+    return actions[2] * num_levels + actions[3]
 
 
 def cursor_path(actions: torch.Tensor, geometry: CanvasGeometry, start: torch.Tensor | None = None) -> torch.Tensor:

@@ -80,7 +80,7 @@ class PainterVectorEnv(VectorEnv):
         self._steps = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self._sse = torch.zeros(num_envs, device=self.device)
         self._optimal = torch.zeros(num_envs, device=self.device)
-        self._needs_reset = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self._needs_reset: torch.Tensor | None = None  # NEXT_STEP autoreset: the envs to start over at the next step
         self._no_termination = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self._image_shape = (num_envs,) + self.single_observation_space["target"].shape  # flat images
         # Where each step of the current episodes painted, when those windows cover well under the
@@ -131,7 +131,7 @@ class PainterVectorEnv(VectorEnv):
             self._steps.zero_()
             for buffer, values in ((self._index, indices), (self._sse, sse), (self._optimal, sse)):
                 buffer.copy_(values)
-            self._needs_reset.zero_()
+            self._needs_reset = None
             return
         self._target.index_copy_(0, rows, self._images.index_select(0, indices))
         self._canvas.index_fill_(0, rows, 0.0)
@@ -139,27 +139,33 @@ class PainterVectorEnv(VectorEnv):
         self._steps.index_fill_(0, rows, 0)
         for buffer, values in ((self._index, indices), (self._sse, sse), (self._optimal, sse)):
             buffer.index_copy_(0, rows, values)
-        self._needs_reset.index_fill_(0, rows, False)
+        if self._needs_reset is not None:
+            self._needs_reset.index_fill_(0, rows, False)
 
     def step(self, actions):
         actions = self._checked(actions)
-        if bool(self._needs_reset.any()):  # NEXT_STEP autoreset: these envs start over instead of painting
-            resetting = self._needs_reset.clone()
+        if self._needs_reset is not None:  # NEXT_STEP autoreset: these envs start over instead of painting
+            resetting, self._needs_reset = self._needs_reset, None
             self._reset_envs(resetting)
             reward = self._paint(actions, ~resetting)
         else:
             reward = self._paint(actions)
         truncated = self._steps >= self.painter.max_steps
         info = {"sse": self._sse.clone(), **self._optimal_info()}
-        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP:
-            if truncated.any():
-                info["final_obs"] = self._observation(force_copy=True)
-                info["final_info"] = {"sse": info["sse"].clone(), **self._optimal_info()}
-                info["_final_obs"] = truncated.clone()
-                self._reset_envs(truncated)
-        else:
-            self._needs_reset = truncated
+        if bool(truncated.any()):
+            self._end_episodes(truncated, info)
         return self._observation(), reward, self._no_termination.clone(), truncated, info
+
+    def _end_episodes(self, ended: torch.Tensor, info: dict) -> None:
+        """Autoreset the envs ``ended``: with SAME_STEP now (their last observations go to ``info``),
+        with NEXT_STEP at the next step."""
+        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP:
+            info["final_obs"] = self._observation(force_copy=True)
+            info["final_info"] = {"sse": info["sse"].clone(), **self._optimal_info()}
+            info["_final_obs"] = ended.clone()
+            self._reset_envs(ended)
+        else:
+            self._needs_reset = ended.clone()  # a copy: the caller owns the returned one
 
     def _blank_canvas(self) -> None:
         """Blank every canvas: the windows painted this episode, or the whole canvas."""

@@ -60,6 +60,23 @@ def test_next_step_autoreset_ignores_the_action_after_an_episode_ends():
     torch.testing.assert_close(info["sse"], observation["target"].square().sum(1))
 
 
+def test_next_step_autoreset_restarts_only_the_envs_that_ended():
+    env = gymnasium.make_vec("Painter-v0", num_envs=4, **SMALL_SHAPES)
+    horizon, generator = SMALL_SHAPES["max_steps"], torch.Generator().manual_seed(5)
+    env.reset(seed=5)
+    env.step(sample_actions(env, generator))
+    env.reset(options={"reset_mask": torch.tensor([True, True, False, False])})  # envs 0 and 1 a step behind
+    for _ in range(horizon - 1):
+        observation, reward, terminated, truncated, info = env.step(sample_actions(env, generator))
+    assert truncated.tolist() == [False, False, True, True]
+    returned = truncated.clone()
+    env.reset(options={"reset_mask": torch.tensor([False, False, True, False])})  # env 2 starts over now
+    assert torch.equal(truncated, returned)  # the caller's tensor is left alone
+    observation, reward, terminated, truncated, info = env.step(sample_actions(env, generator))
+    assert observation["step"].tolist() == [horizon, horizon, 1, 0]
+    assert truncated.tolist() == [True, True, False, False] and reward[3] == 0 and (reward[:3] != 0).any()
+
+
 def test_same_step_autoreset_returns_final_observations():
     env = gymnasium.make_vec("Painter-v0", num_envs=4, autoreset_mode="SameStep", **SMALL_SHAPES)
     generator = torch.Generator().manual_seed(2)

@@ -69,6 +69,7 @@ class PainterVecEnv(VecEnv):
         self.joint_moves = joint_moves
         self.horizon_is_terminal = horizon_is_terminal
         self._nvec = torch.as_tensor(self.nvec, device=self.env.device)
+        self._on_cpu = self.env.device.type == "cpu"
         self._actions: torch.Tensor | None = None
         self._last_obs: dict[str, np.ndarray] | None = None
         super().__init__(num_envs, self.env.single_observation_space, action_space)
@@ -110,40 +111,43 @@ class PainterVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         if self._actions is None:
             raise ValueError("step_wait() called without step_async(actions)")
-        observation, reward, terminated, truncated, info = self.env.step(self._actions)
+        # The painter has no terminal states (``terminated`` is all False): episodes end at the horizon.
+        observation, reward, _, truncated, info = self.env.step(self._actions)
         self._actions = None
-        done = (terminated | truncated).cpu().numpy()
-        timeout = [False] * self.num_envs if self.horizon_is_terminal else (truncated & ~terminated).tolist()
-        infos = self._per_env(info, timeout)
+        done = self._host(truncated)
+        infos = self._per_env(info, [False] * self.num_envs if self.horizon_is_terminal else done.tolist())
         if "final_obs" in info:
             final = self._to_numpy(info["final_obs"], remember=False, copy=False)  # already copies
-            ended = np.flatnonzero(info["_final_obs"].cpu().numpy()).tolist()
+            ended = np.flatnonzero(self._host(info["_final_obs"])).tolist()
             every = len(ended) == self.num_envs  # the usual case: all episodes end together
             rows = zip(*(value if every else value[ended] for value in final.values()))
             for env, row in zip(ended, rows):
                 infos[env]["terminal_observation"] = dict(zip(final, row))
-        return self._to_numpy(observation), reward.cpu().numpy(), done, infos
+        return self._to_numpy(observation), self._host(reward), done, infos
+
+    def _host(self, tensor: torch.Tensor) -> np.ndarray:
+        """``tensor`` as a numpy array: a view of it on the CPU, a copy from another device."""
+        return tensor.numpy() if self._on_cpu else tensor.cpu().numpy()
 
     def _per_env(self, info: dict, timeout: list[bool] | None = None) -> list[dict]:
         """The native info's per-env tensors (``sse``, ``optimal_return``) as one dict per env, with
         ``TimeLimit.truncated`` when ``timeout`` is given. Dict literals: a few times faster than
         building each env's dict from key-value pairs."""
         sse = info["sse"].tolist()
-        if "optimal_return" in info:
-            infos = [{"sse": s, "optimal_return": o} for s, o in zip(sse, info["optimal_return"].tolist())]
-        else:
-            infos = [{"sse": s} for s in sse]
-        if timeout is not None:
-            for env_info, truncated in zip(infos, timeout):
-                env_info["TimeLimit.truncated"] = truncated
-        return infos
+        optimal = info["optimal_return"].tolist() if "optimal_return" in info else None
+        if timeout is None:
+            return [{"sse": s} for s in sse] if optimal is None else [
+                {"sse": s, "optimal_return": o} for s, o in zip(sse, optimal)]
+        if optimal is None:
+            return [{"sse": s, "TimeLimit.truncated": t} for s, t in zip(sse, timeout)]
+        return [{"sse": s, "optimal_return": o, "TimeLimit.truncated": t} for s, o, t in zip(sse, optimal, timeout)]
 
     def _to_numpy(self, observation: dict, remember: bool = True, copy: bool = True) -> dict[str, np.ndarray]:
         """Numpy copies of the env's observation buffers (SB3 keeps them past the next step)."""
         arrays = {}
         for key, value in observation.items():
-            array = value.cpu().numpy()  # a copy already when the env runs on another device
-            arrays[key] = array.copy() if copy and value.device.type == "cpu" else array
+            array = self._host(value)  # a copy already when the env runs on another device
+            arrays[key] = array.copy() if copy and self._on_cpu else array
         if remember:
             self._last_obs = arrays
         return arrays
