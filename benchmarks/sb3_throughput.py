@@ -10,10 +10,11 @@ dataset (on shapes the matched filter, whose forward pass is most of the collect
 vectorisation itself costs; the ``policy`` column names each. The table gives env steps per second
 of rollout collection (SB3's ``collect_rollouts``: env steps and policy forward passes, no
 training) and of the whole ``learn()``, and the speed-up of the batched adapter over the better
-of the other two. Backends are measured in turn, ``--repeats`` times, and medians reported (the
-machine may be shared); ``collect_speedup`` is the ratio of the medians, ``collect_speedup_paired``
-the median of the ratios within a repeat, which a drift of the machine's speed between repeats
-does not move. With several ``--threads`` counts every backend is measured at each, and each is
+of the other two. Each backend's PPO is built and warmed up once; then ``--repeats`` rounds each
+run ``--rollouts`` more iterations on every backend in turn (every other round in reverse order),
+and medians are reported (the machine may be shared): ``collect_speedup`` is the ratio of the
+medians, ``collect_speedup_paired`` the median of the ratios within a round, which a drift of the
+machine's speed between rounds does not move. With several ``--threads`` counts every backend is measured at each, and each is
 compared at its fastest: on 2 cores the batched adapter's tensor ops gain from a second thread,
 while the single envs of ``DummyVecEnv`` do not. ``SubprocVecEnv`` runs one process per env, so it
 is skipped above ``--subproc-max-envs``. The ``null`` backend replays one observation with no env
@@ -100,20 +101,24 @@ def make_venv(backend: str, n_envs: int, env_kwargs: dict):
     return VecMonitor(venv)
 
 
-def measure(backend: str, n_envs: int, rollouts: int, env_kwargs: dict, params: dict, policy_kwargs: dict) -> dict:
-    """Env steps/s of rollout collection and of ``learn()`` (the first, warm-up rollout is left out)."""
-    venv = make_venv(backend, n_envs, env_kwargs)
+def build_model(backend: str, n_envs: int, env_kwargs: dict, params: dict, policy_kwargs: dict) -> PPO:
+    """PPO on the backend, warmed up by one iteration (first forward passes, buffers, worker start)."""
     algo_kwargs = {key: value for key, value in params.items() if key not in sb3.RUN_KEYS}
     algo_kwargs["batch_size"] = min(algo_kwargs.get("batch_size", 64), algo_kwargs["n_steps"] * n_envs)
-    model = PPO(sb3.policy_class("ppo"), venv, policy_kwargs=policy_kwargs, seed=0, verbose=0, **algo_kwargs)
-    per_rollout = algo_kwargs["n_steps"] * n_envs
-    model.learn(per_rollout)  # warm-up: first forward passes, buffers, worker start
+    model = PPO(sb3.policy_class("ppo"), make_venv(backend, n_envs, env_kwargs), policy_kwargs=policy_kwargs,
+                seed=0, verbose=0, **algo_kwargs)
+    model.learn(model.n_steps * n_envs)
+    return model
+
+
+def measure(model: PPO, rollouts: int) -> dict:
+    """Env steps/s of rollout collection and of ``learn()`` over ``rollouts`` more PPO iterations."""
+    steps = rollouts * model.n_steps * model.n_envs
     timer = RolloutTimer()
     start = time.perf_counter()
-    model.learn(rollouts * per_rollout, callback=timer, reset_num_timesteps=False)
+    model.learn(steps, callback=timer, reset_num_timesteps=False)
     learn_seconds = time.perf_counter() - start
-    venv.close()
-    return {"collect": rollouts * per_rollout / sum(timer.durations), "learn": rollouts * per_rollout / learn_seconds}
+    return {"collect": steps / sum(timer.durations), "learn": steps / learn_seconds}
 
 
 def policy_name(policy_kwargs: dict) -> str:
@@ -143,12 +148,14 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
         policy = policy_name(policy_kwargs)
         backends = [b for b in args.backends if b != "subproc" or n_envs <= args.subproc_max_envs]
         settings = list(itertools.product(backends, args.threads))
+        models = {backend: build_model(backend, n_envs, env_kwargs, params, policy_kwargs) for backend in backends}
         samples = {setting: [] for setting in settings}
-        for _ in range(args.repeats):
-            for backend, threads in settings:
+        for repeat in range(args.repeats):  # rounds in turn, every other one in reverse order
+            for backend, threads in settings if repeat % 2 == 0 else settings[::-1]:
                 torch.set_num_threads(threads)
-                samples[backend, threads].append(
-                    measure(backend, n_envs, args.rollouts, env_kwargs, params, policy_kwargs))
+                samples[backend, threads].append(measure(models[backend], args.rollouts))
+        for model in models.values():
+            model.env.close()
         medians = {setting: {key: statistics.median(s[key] for s in runs) for key in ("collect", "learn")}
                    for setting, runs in samples.items()}
 
@@ -212,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS,
                         help="vectorisations (null: no env work, the ceiling of any speed-up)")
     parser.add_argument("--rollouts", type=int, default=4, help="timed PPO iterations per measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="measurements per backend (medians reported)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="rounds, each measuring every backend in turn (medians reported)")
     parser.add_argument("--subproc-max-envs", type=int, default=64,
                         help="skip SubprocVecEnv (one process per env) above this many envs")
     parser.add_argument("--dataset", default="shapes", help="dataset of the throughput runs")
