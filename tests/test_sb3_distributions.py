@@ -36,6 +36,21 @@ def test_log_prob_entropy_and_mode_equal_sb3s():
     torch.testing.assert_close(log_prob, reference.log_prob(sampled), rtol=0, atol=1e-5)
 
 
+def test_entropy_gradient_equals_sb3s():
+    """PPO and A2C train on the entropy: its gradient must be SB3's too, -inf logits included."""
+    logits = torch.randn(50, sum(DIMS), generator=torch.Generator().manual_seed(1)) * 4
+    logits[:5, :5] = torch.tensor([0.0, 0.0, 50.0, 50.0, -50.0])  # a log-probability below -87
+    logits[5, 5:10] = float("-inf")
+    logits[5, 7] = 1.0
+    gradients = []
+    for distribution in (MultiCategoricalDistribution(DIMS), FusedMultiCategoricalDistribution(DIMS)):
+        leaf = logits.clone().requires_grad_()
+        distribution.proba_distribution(leaf).entropy().sum().backward()
+        gradients.append(leaf.grad)
+    assert bool(gradients[1].isfinite().all())
+    torch.testing.assert_close(gradients[1], gradients[0], rtol=0, atol=1e-5)
+
+
 def test_samples_follow_the_same_law():
     torch.manual_seed(0)
     draws = 20_000
