@@ -20,6 +20,9 @@ while the single envs of ``DummyVecEnv`` do not. ``SubprocVecEnv`` runs one proc
 is skipped above ``--subproc-max-envs``. The ``null`` backend replays one observation with no env
 work at all; ``collect_speedup_ceiling`` (its rate over the best of ``DummyVecEnv`` and
 ``SubprocVecEnv``) is the most any vectorisation could give with the policy measured.
+``collect_ms_per_step`` is the collection time per step of all the envs; ``env_ms_per_step`` and
+``other_env_ms_per_step`` what remains of it over the null backend's for the batched adapter and
+for the best of the others: the env's own share inside PPO's loop.
 
 ``--quality`` also trains PPO with ``python -m train.sb3`` for ``--budget-seconds`` on ``shapes``
 (fraction of the optimal return on ``test``) and on MNIST (SSE on ``test[8000:]``, fitted on
@@ -159,6 +162,10 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
         medians = {setting: {key: statistics.median(s[key] for s in runs) for key in ("collect", "learn")}
                    for setting, runs in samples.items()}
 
+        def step_ms(rates: dict) -> float:
+            """Milliseconds of collection per step of all ``n_envs`` envs."""
+            return 1000 * n_envs / rates["collect"]
+
         def fastest(backend: str) -> tuple[str, int]:
             return max(((backend, t) for t in args.threads), key=lambda setting: medians[setting]["collect"])
 
@@ -168,7 +175,8 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
             backend, threads = setting
             row = {"n_envs": n_envs, "backend": backend, "threads": threads, "policy": policy,
                    "collect_steps_per_second": medians[setting]["collect"],
-                   "learn_steps_per_second": medians[setting]["learn"], "repeats": args.repeats}
+                   "collect_ms_per_step": step_ms(medians[setting]), "learn_steps_per_second": medians[setting]["learn"],
+                   "repeats": args.repeats}
             if backend == "batched" and best and setting == fastest("batched"):
                 row["collect_speedup"] = medians[setting]["collect"] / medians[best]["collect"]
                 # Each repeat measures every setting in turn: the ratio within a repeat is immune to the
@@ -179,6 +187,10 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
                     medians[fastest(b)]["learn"] for b in backends if b in REFERENCE_BACKENDS)
                 if "null" in backends:
                     row["collect_speedup_ceiling"] = medians[fastest("null")]["collect"] / medians[best]["collect"]
+                    # What the env costs per step of the n_envs inside PPO's loop: the time over the null backend's.
+                    sb3_ms = step_ms(medians[fastest("null")])
+                    row["env_ms_per_step"] = step_ms(medians[setting]) - sb3_ms
+                    row["other_env_ms_per_step"] = step_ms(medians[best]) - sb3_ms
                 row["compared_with"] = f"{best[0]}, {best[1]} thread{'s' if best[1] > 1 else ''}"
             rows.append(row)
     return rows
@@ -255,9 +267,10 @@ def main(argv: list[str] | None = None) -> dict:
     # Each policy is the same for every backend.
     policies = policies_to_measure(args.policies, run_args, params, env_kwargs)
     result = {"throughput": throughput_rows(args, env_kwargs, params, policies)}
-    print(markdown(result["throughput"], ["n_envs", "backend", "threads", "policy", "collect_steps_per_second", "learn_steps_per_second",
-                                          "collect_speedup", "collect_speedup_paired", "collect_speedup_ceiling",
-                                          "learn_speedup", "compared_with"]))
+    print(markdown(result["throughput"], ["n_envs", "backend", "threads", "policy", "collect_steps_per_second",
+                                          "collect_ms_per_step", "learn_steps_per_second", "collect_speedup",
+                                          "collect_speedup_paired", "collect_speedup_ceiling", "env_ms_per_step",
+                                          "other_env_ms_per_step", "learn_speedup", "compared_with"]))
     if args.quality or args.reference:
         result["quality"] = quality_rows(args)
         print()

@@ -60,6 +60,9 @@ def test_null_backend_gives_the_ceiling_of_the_speed_up():
     batched, dummy, null = results["throughput"]
     assert null["backend"] == "null" and batched["compared_with"] == "dummy, 1 thread"  # null is no competitor
     assert batched["collect_speedup_ceiling"] == null["collect_steps_per_second"] / dummy["collect_steps_per_second"]
+    assert null["collect_ms_per_step"] == pytest.approx(1000 * 4 / null["collect_steps_per_second"])
+    assert batched["env_ms_per_step"] == pytest.approx(batched["collect_ms_per_step"] - null["collect_ms_per_step"])
+    assert batched["other_env_ms_per_step"] == pytest.approx(dummy["collect_ms_per_step"] - null["collect_ms_per_step"])
 
 
 def test_null_env_replays_its_first_observation_and_ends_episodes_at_the_horizon():
