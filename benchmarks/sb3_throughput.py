@@ -14,8 +14,8 @@ of the other two. Each backend's PPO is built and warmed up once; then ``--repea
 run ``--rollouts`` more iterations on every backend in turn (every other round in reverse order),
 and medians are reported (the machine may be shared): ``collect_speedup`` is the ratio of the
 medians, ``collect_speedup_paired`` the median of the ratios within a round, which a drift of the
-machine's speed between rounds does not move. With several ``--threads`` counts every backend is measured at each, and each is
-compared at its fastest: on 2 cores the batched adapter's tensor ops gain from a second thread,
+machine's speed between rounds does not move. With several ``--threads`` counts every backend is
+measured at each, and each is compared at its fastest: on 2 cores the batched adapter's tensor ops gain from a second thread,
 while the single envs of ``DummyVecEnv`` do not. ``SubprocVecEnv`` runs one process per env, so it
 is skipped above ``--subproc-max-envs``. The ``null`` backend replays one observation with no env
 work at all; ``collect_speedup_ceiling`` (its rate over the best of ``DummyVecEnv`` and
