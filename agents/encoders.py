@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -46,9 +46,22 @@ def policy_encoder(policy: PainterPolicy, painter: Painter, samples: int = 1, se
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     config, geometry = policy.config, painter.geometry
-    wanted = (config.height, config.width, config.patch_size, config.move_radius, config.num_prototypes, config.num_levels)
-    have = (geometry.height, geometry.width, geometry.patch_size, geometry.move_radius,
-            painter.dictionary.num_prototypes, painter.dictionary.num_levels)
+    wanted = (
+        config.height,
+        config.width,
+        config.patch_size,
+        config.move_radius,
+        config.num_prototypes,
+        config.num_levels,
+    )
+    have = (
+        geometry.height,
+        geometry.width,
+        geometry.patch_size,
+        geometry.move_radius,
+        painter.dictionary.num_prototypes,
+        painter.dictionary.num_levels,
+    )
     if wanted != have:
         raise ValueError(f"the policy was trained for (H, W, R, M, K, L) = {wanted} but the painter has {have}")
 
@@ -104,7 +117,8 @@ def build_encoder(
     def gibbs(images: torch.Tensor) -> torch.Tensor:
         from agents.gibbs import refine_programs
 
-        return refine_programs(images, proposal(images), painter.dictionary, painter.geometry, sweeps=gibbs_sweeps,
-                               generator=generator)
+        return refine_programs(
+            images, proposal(images), painter.dictionary, painter.geometry, sweeps=gibbs_sweeps, generator=generator
+        )
 
     return gibbs

@@ -81,7 +81,9 @@ class SampleBatch:
             raise ValueError(f"sse must be (N, S) = {tuple(self.log_probs.shape[:2])}, got {tuple(self.sse.shape)}")
         expected = (self.log_probs.shape[0], self.log_probs.shape[2])
         if self.reference_rewards is not None and self.reference_rewards.shape != expected:
-            raise ValueError(f"reference_rewards must be (N, T) = {expected}, got {tuple(self.reference_rewards.shape)}")
+            raise ValueError(
+                f"reference_rewards must be (N, T) = {expected}, got {tuple(self.reference_rewards.shape)}"
+            )
 
     @property
     def num_samples(self) -> int:
@@ -156,8 +158,9 @@ def reinforce(
         base = moving_average.detach().view(1, 1, -1)
     elif baseline == "self-critical":
         if batch.reference_rewards is None:
-            raise ValueError("the 'self-critical' baseline needs the rewards of the most likely programs "
-                             "(reference_rewards)")
+            raise ValueError(
+                "the 'self-critical' baseline needs the rewards of the most likely programs (reference_rewards)"
+            )
         base = beta * returns_to_go(batch.reference_rewards.detach()).unsqueeze(1)
     else:
         base = torch.zeros_like(returns)
@@ -197,8 +200,10 @@ def _replaced_log_likelihood(f: torch.Tensor, rewards: torch.Tensor, beta: float
 def _others(f: torch.Tensor) -> torch.Tensor:
     """``(N, S, S)``: row s holds the other samples' values of ``f`` ``(N, S)``, ``-inf`` at s itself."""
     samples = f.shape[1]
-    return f.unsqueeze(1).expand(-1, samples, -1).masked_fill(
-        torch.eye(samples, dtype=torch.bool, device=f.device), float("-inf")
+    return (
+        f.unsqueeze(1)
+        .expand(-1, samples, -1)
+        .masked_fill(torch.eye(samples, dtype=torch.bool, device=f.device), float("-inf"))
     )
 
 

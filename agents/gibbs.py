@@ -41,8 +41,12 @@ def positions_to_actions(
 
 
 def program_sse(
-    targets: torch.Tensor, actions: torch.Tensor, values: torch.Tensor, support: torch.Tensor,
-    num_levels: int, geometry: CanvasGeometry,
+    targets: torch.Tensor,
+    actions: torch.Tensor,
+    values: torch.Tensor,
+    support: torch.Tensor,
+    num_levels: int,
+    geometry: CanvasGeometry,
 ) -> torch.Tensor:
     """SSE ``(B,)`` of each program's painting against its target."""
     canvas = decode(actions, values, support, num_levels, geometry)
@@ -50,8 +54,13 @@ def program_sse(
 
 
 def conditional_rewards(
-    targets: torch.Tensor, actions: torch.Tensor, step: int, values: torch.Tensor, support: torch.Tensor,
-    num_levels: int, geometry: CanvasGeometry,
+    targets: torch.Tensor,
+    actions: torch.Tensor,
+    step: int,
+    values: torch.Tensor,
+    support: torch.Tensor,
+    num_levels: int,
+    geometry: CanvasGeometry,
 ) -> torch.Tensor:
     """Reward ``(B, K*L, rows, cols)`` of every (patch, position) for ``step``, all other steps fixed.
 
@@ -80,7 +89,9 @@ def refine_programs(
     if actions.dim() != 3 or actions.shape[-1] != 4 or actions.shape[0] != targets.shape[0]:
         raise ValueError(f"actions must have shape (B, T, 4) with B = {targets.shape[0]}, got {tuple(actions.shape)}")
     if targets.shape[-2:] != (geometry.height, geometry.width):
-        raise ValueError(f"targets are {tuple(targets.shape[-2:])} but the geometry is {geometry.height}x{geometry.width}")
+        raise ValueError(
+            f"targets are {tuple(targets.shape[-2:])} but the geometry is {geometry.height}x{geometry.width}"
+        )
     if sweeps < 0:
         raise ValueError(f"sweeps must be >= 0, got {sweeps}")
     device = targets.device

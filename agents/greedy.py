@@ -41,7 +41,9 @@ def greedy_programs(
         best = scores.flatten(1).argmax(1)
         patch, place = best // (geometry.rows * geometry.cols), best % (geometry.rows * geometry.cols)
         goal = torch.stack((place // geometry.cols, place % geometry.cols), dim=1)
-        action = torch.cat([goal - cursor + geometry.move_radius, (patch // levels)[:, None], (patch % levels)[:, None]], 1)
+        action = torch.cat(
+            [goal - cursor + geometry.move_radius, (patch // levels)[:, None], (patch % levels)[:, None]], 1
+        )
         cursor, _ = act_(canvas, target_flat, cursor, action, values, support, levels, geometry)
         actions.append(action)
     return torch.stack(actions, dim=1), canvas.view_as(targets)

@@ -187,11 +187,15 @@ class PainterPolicy(nn.Module):
         residual = F.relu(self.residual_cnn(torch.cat([target - canvas, canvas], dim=1)))
         features = self.position_features(torch.cat([best / config.patch_size**2, residual], dim=1))
 
-        history = torch.cat([
-            self.patch_embedding(previous_patch),
-            cursor.float() / torch.tensor([max(geometry.rows - 1, 1), max(geometry.cols - 1, 1)], device=cursor.device),
-            torch.full((batch, 1), step_fraction, device=cursor.device),
-        ], dim=1)
+        history = torch.cat(
+            [
+                self.patch_embedding(previous_patch),
+                cursor.float()
+                / torch.tensor([max(geometry.rows - 1, 1), max(geometry.cols - 1, 1)], device=cursor.device),
+                torch.full((batch, 1), step_fraction, device=cursor.device),
+            ],
+            dim=1,
+        )
         global_features = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
         hidden = self.gru(torch.cat([global_features, history], dim=1), hidden)
 
@@ -216,9 +220,9 @@ class PainterPolicy(nn.Module):
         patch_logits = patch_logits.view(batch, config.num_prototypes, config.num_levels)
         k, b, patch_log_prob, patch_entropy = _pick_pair(patch_logits, given_patch, mode, generator)
 
-        chosen = torch.stack([
-            row - cursor[:, 0] + geometry.move_radius, col - cursor[:, 1] + geometry.move_radius, k, b
-        ], dim=1)
+        chosen = torch.stack(
+            [row - cursor[:, 0] + geometry.move_radius, col - cursor[:, 1] + geometry.move_radius, k, b], dim=1
+        )
         return StepOutput(
             action=chosen,
             log_prob=position_log_prob + patch_log_prob,
@@ -228,10 +232,18 @@ class PainterPolicy(nn.Module):
         )
 
 
-def policy_for(painter_geometry: CanvasGeometry, channels: int, num_prototypes: int, num_levels: int, **sizes) -> PainterPolicy:
+def policy_for(
+    painter_geometry: CanvasGeometry, channels: int, num_prototypes: int, num_levels: int, **sizes
+) -> PainterPolicy:
     """A policy for a canvas geometry and dictionary shape; ``sizes`` override the network sizes."""
     config = PolicyConfig(
-        channels, painter_geometry.height, painter_geometry.width, painter_geometry.patch_size,
-        painter_geometry.move_radius, num_prototypes, num_levels, **sizes,
+        channels,
+        painter_geometry.height,
+        painter_geometry.width,
+        painter_geometry.patch_size,
+        painter_geometry.move_radius,
+        num_prototypes,
+        num_levels,
+        **sizes,
     )
     return PainterPolicy(config)

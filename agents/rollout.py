@@ -35,8 +35,12 @@ class Rollout:
 
 def _stack(actions, log_probs, entropy, values, rewards, canvas) -> Rollout:
     return Rollout(
-        torch.stack(actions, 1), torch.stack(log_probs, 1), torch.stack(entropy, 1),
-        torch.stack(values, 1), torch.stack(rewards, 1), canvas,
+        torch.stack(actions, 1),
+        torch.stack(log_probs, 1),
+        torch.stack(entropy, 1),
+        torch.stack(values, 1),
+        torch.stack(rewards, 1),
+        canvas,
     )
 
 
@@ -56,7 +60,9 @@ def rollout(
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if actions is not None and (actions.dim() != 3 or actions.shape[0] != targets.shape[0] or actions.shape[1] != steps):
+    if actions is not None and (
+        actions.dim() != 3 or actions.shape[0] != targets.shape[0] or actions.shape[1] != steps
+    ):
         raise ValueError(f"actions must have shape ({targets.shape[0]}, {steps}, 4), got {tuple(actions.shape)}")
     batch, channels = targets.shape[:2]
     device = targets.device
@@ -71,8 +77,16 @@ def rollout(
     record = ([], [], [], [], [])
     for t in range(steps):
         out = policy.step(
-            targets, canvas.view_as(targets), cursor, hidden, previous, t / steps, scorer,
-            action=None if actions is None else actions[:, t], mode=mode, generator=generator,
+            targets,
+            canvas.view_as(targets),
+            cursor,
+            hidden,
+            previous,
+            t / steps,
+            scorer,
+            action=None if actions is None else actions[:, t],
+            mode=mode,
+            generator=generator,
         )
         cursor, reward = act_(canvas, target_flat, cursor, out.action, values, support, dictionary.num_levels, geometry)
         previous = patch_ids(out.action, dictionary.num_levels)
@@ -106,8 +120,15 @@ def env_rollout(
     record = ([], [], [], [], [])
     for t in range(painter.max_steps):
         out = policy.step(
-            targets, observation["canvas"].view(shape), observation["cursor"], hidden, previous,
-            t / painter.max_steps, scorer, mode=mode, generator=generator,
+            targets,
+            observation["canvas"].view(shape),
+            observation["cursor"],
+            hidden,
+            previous,
+            t / painter.max_steps,
+            scorer,
+            mode=mode,
+            generator=generator,
         )
         observation, reward, _, _, _ = env.step(out.action)
         previous, hidden = patch_ids(out.action, painter.dictionary.num_levels), out.hidden

@@ -27,21 +27,54 @@ from train.common.metrics import write_metrics_json
 
 
 def command(processes: int, args, workdir: Path, name: str) -> list[str]:
-    train = ["--batch-size", str(args.batch_size), "--iterations", str(args.iterations), "--threads", "1",
-             "--eval-images", "64", "--save-every", str(10**9), "--image-every", str(10**9), "--log-every", str(10**9),
-             "--logdir", str(workdir / "runs"), "--checkpoint-dir", str(workdir / "ck"), "--run-name", name,
-             "--metrics-json", str(workdir / f"{name}.json"), "--dataset", args.dataset, "--image-size",
-             str(args.image_size)]
+    train = [
+        "--batch-size",
+        str(args.batch_size),
+        "--iterations",
+        str(args.iterations),
+        "--threads",
+        "1",
+        "--eval-images",
+        "64",
+        "--save-every",
+        str(10**9),
+        "--image-every",
+        str(10**9),
+        "--log-every",
+        str(10**9),
+        "--logdir",
+        str(workdir / "runs"),
+        "--checkpoint-dir",
+        str(workdir / "ck"),
+        "--run-name",
+        name,
+        "--metrics-json",
+        str(workdir / f"{name}.json"),
+        "--dataset",
+        args.dataset,
+        "--image-size",
+        str(args.image_size),
+    ]
     if processes == 1:
         return [sys.executable, "-m", "train.reinforce", *train]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-            "-m", "train.reinforce", *train]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(processes),
+        "-m",
+        "train.reinforce",
+        *train,
+    ]
 
 
 def images_per_second(processes: int, args, workdir: Path, name: str) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command(processes, args, workdir, name), env=env, capture_output=True, text=True,
-                            timeout=args.timeout)
+    result = subprocess.run(
+        command(processes, args, workdir, name), env=env, capture_output=True, text=True, timeout=args.timeout
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{processes}-process run failed:\n{result.stderr[-3000:]}")
     return json.loads((workdir / f"{name}.json").read_text())["train_images_per_second"]
@@ -66,9 +99,17 @@ def main(argv=None) -> list[dict]:
             for processes in samples:
                 samples[processes].append(images_per_second(processes, args, Path(folder), f"p{processes}_r{repeat}"))
     speedups = [n / one for one, n in zip(samples[1], samples[args.processes])]
-    rows = [{"processes": processes, "threads_per_process": 1, "batch_per_process": args.batch_size,
-             "images_per_second": statistics.median(values), "runs": values,
-             "speedup": 1.0 if processes == 1 else statistics.median(speedups)} for processes, values in samples.items()]
+    rows = [
+        {
+            "processes": processes,
+            "threads_per_process": 1,
+            "batch_per_process": args.batch_size,
+            "images_per_second": statistics.median(values),
+            "runs": values,
+            "speedup": 1.0 if processes == 1 else statistics.median(speedups),
+        }
+        for processes, values in samples.items()
+    ]
     print("| processes | images/s (median) | speed-up over 1 process (median of pairs) | runs |")
     print("|---|---|---|---|")
     for row in rows:

@@ -20,32 +20,68 @@ from pathlib import Path
 import train.evaluate as evaluate
 import train.reinforce as reinforce
 
-COLUMNS = ("sse", "psnr", "bits_per_image", "images_per_second", "wall_seconds", "gradient_variance",
-           "optimal_return_fraction", "num_images")
+COLUMNS = (
+    "sse",
+    "psnr",
+    "bits_per_image",
+    "images_per_second",
+    "wall_seconds",
+    "gradient_variance",
+    "optimal_return_fraction",
+    "num_images",
+)
 
 
-def run_dataset(name: str, fit: list[str], score: list[str], estimators: list[str], minutes: float,
-                workdir: Path, extra: list[str]) -> list[dict]:
+def run_dataset(
+    name: str, fit: list[str], score: list[str], estimators: list[str], minutes: float, workdir: Path, extra: list[str]
+) -> list[dict]:
     """Train one policy per estimator on a dataset; score it and greedy with its dictionary."""
     rows = []
     for estimator in estimators:
         run = f"bench_{name}_{estimator.replace(':', '_')}"
         method, _, baseline = estimator.partition(":")
-        trained = reinforce.main(fit + score + extra + [
-            "--estimator", method, "--minutes", str(minutes), "--iterations", "100000", "--run-name", run,
-            "--logdir", str(workdir / "runs"), "--checkpoint-dir", str(workdir / "checkpoints"),
-        ] + (["--baseline", baseline] if baseline else []))
+        trained = reinforce.main(
+            fit
+            + score
+            + extra
+            + [
+                "--estimator",
+                method,
+                "--minutes",
+                str(minutes),
+                "--iterations",
+                "100000",
+                "--run-name",
+                run,
+                "--logdir",
+                str(workdir / "runs"),
+                "--checkpoint-dir",
+                str(workdir / "checkpoints"),
+            ]
+            + (["--baseline", baseline] if baseline else [])
+        )
         rows.append({**trained, "dataset": name, "encoder": f"policy ({estimator})"})
         checkpoint = workdir / "checkpoints" / run / "checkpoint.pt"
         split = score[score.index("--eval-split") + 1]
-        greedy = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "greedy", "--split", split,
-                                "--num-images", str(trained["num_images"])] + _data_root(fit))
+        greedy = evaluate.main(
+            [
+                "--checkpoint",
+                str(checkpoint),
+                "--encoder",
+                "greedy",
+                "--split",
+                split,
+                "--num-images",
+                str(trained["num_images"]),
+            ]
+            + _data_root(fit)
+        )
         rows.append({**greedy, "dataset": name, "encoder": f"greedy (dictionary of {estimator})"})
     return rows
 
 
 def _data_root(argv: list[str]) -> list[str]:
-    return argv[argv.index("--data-root"):argv.index("--data-root") + 2] if "--data-root" in argv else []
+    return argv[argv.index("--data-root") : argv.index("--data-root") + 2] if "--data-root" in argv else []
 
 
 def table(rows: list[dict]) -> str:
@@ -60,9 +96,12 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default="data", help="folder holding the MNIST IDX files")
-    parser.add_argument("--estimators", default="reinforce,iw,vimco",
-                        help="comma-separated estimators to train; ESTIMATOR:BASELINE picks REINFORCE's baseline, "
-                             "e.g. reinforce:self-critical")
+    parser.add_argument(
+        "--estimators",
+        default="reinforce,iw,vimco",
+        help="comma-separated estimators to train; ESTIMATOR:BASELINE picks REINFORCE's baseline, "
+        "e.g. reinforce:self-critical",
+    )
     parser.add_argument("--mnist-minutes", type=float, default=10.0, help="training budget per MNIST policy")
     parser.add_argument("--shapes-minutes", type=float, default=2.0, help="training budget per shapes policy")
     parser.add_argument("--datasets", default="shapes,mnist", help="comma-separated: shapes, mnist")
@@ -77,11 +116,25 @@ def main(argv=None) -> list[dict]:
     rows = []
     for dataset in args.datasets.split(","):
         if dataset == "shapes":
-            rows += run_dataset("shapes", ["--dataset", "shapes", "--split", "train"], ["--eval-split", "test"],
-                                estimators, args.shapes_minutes, workdir, common)
+            rows += run_dataset(
+                "shapes",
+                ["--dataset", "shapes", "--split", "train"],
+                ["--eval-split", "test"],
+                estimators,
+                args.shapes_minutes,
+                workdir,
+                common,
+            )
         elif dataset == "mnist":
-            rows += run_dataset("mnist", ["--dataset", "mnist", "--data-root", args.data_root, "--split", "test[:8000]"],
-                                ["--eval-split", "test[8000:]"], estimators, args.mnist_minutes, workdir, common)
+            rows += run_dataset(
+                "mnist",
+                ["--dataset", "mnist", "--data-root", args.data_root, "--split", "test[:8000]"],
+                ["--eval-split", "test[8000:]"],
+                estimators,
+                args.mnist_minutes,
+                workdir,
+                common,
+            )
         else:
             raise ValueError(f"unknown dataset {dataset!r}: choose shapes or mnist")
     print(table(rows))

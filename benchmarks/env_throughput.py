@@ -70,10 +70,13 @@ def single_env_rates(steps: int, repeats: int) -> dict:
     """Single ``Painter-v0`` and ``CartPole-v1`` steps/s (medians) and the cost of a painter step in
     CartPole steps (the median of the ratios within a round)."""
     painter, cartpole = interleaved_seconds(
-        [single_env_run("Painter-v0", steps), single_env_run("CartPole-v1", steps)], repeats)
-    return {"painter_steps_per_second": steps / statistics.median(painter),
-            "cartpole_steps_per_second": steps / statistics.median(cartpole),
-            "step_cost_vs_cartpole": statistics.median(p / c for p, c in zip(painter, cartpole))}
+        [single_env_run("Painter-v0", steps), single_env_run("CartPole-v1", steps)], repeats
+    )
+    return {
+        "painter_steps_per_second": steps / statistics.median(painter),
+        "cartpole_steps_per_second": steps / statistics.median(cartpole),
+        "step_cost_vs_cartpole": statistics.median(p / c for p, c in zip(painter, cartpole)),
+    }
 
 
 def vector_rate(env, steps: int, repeats: int, as_tensor: bool) -> float:
@@ -101,14 +104,25 @@ def sync_env(num_envs: int, **kwargs):
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096],
-                        help="numbers of envs N for SyncVectorEnv vs native (default: 1024 4096)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[1024, 4096],
+        help="numbers of envs N for SyncVectorEnv vs native (default: 1024 4096)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per figure; the median is reported")
     parser.add_argument("--single-steps", type=int, default=5000, help="steps per repeat for single envs")
     parser.add_argument("--native-steps", type=int, default=64, help="batched steps per repeat for the native env")
     parser.add_argument("--sync-steps", type=int, default=3, help="batched steps per repeat for SyncVectorEnv (slow)")
-    parser.add_argument("--image-sizes", type=int, nargs=2, default=[28, 112], metavar=("SMALL", "LARGE"),
-                        help="the two image sizes whose step times are compared (default: 28 112)")
+    parser.add_argument(
+        "--image-sizes",
+        type=int,
+        nargs=2,
+        default=[28, 112],
+        metavar=("SMALL", "LARGE"),
+        help="the two image sizes whose step times are compared (default: 28 112)",
+    )
     parser.add_argument("--device", default="cpu", help="device of the native env (cpu or cuda)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and step counts, for a smoke test")
@@ -124,18 +138,28 @@ def main(argv: list[str] | None = None) -> dict:
     with tqdm(total=4 + 2 * len(args.sizes), desc="env throughput", leave=False) as progress:
         results["single"] = single = single_env_rates(args.single_steps, args.repeats)
         progress.update(2)
-        rows.append(("single Painter-v0", f"{single['painter_steps_per_second']:,.0f} steps/s",
-                     f"{single['step_cost_vs_cartpole']:.2f}x a CartPole step"))
+        rows.append(
+            (
+                "single Painter-v0",
+                f"{single['painter_steps_per_second']:,.0f} steps/s",
+                f"{single['step_cost_vs_cartpole']:.2f}x a CartPole step",
+            )
+        )
         rows.append(("single CartPole-v1", f"{single['cartpole_steps_per_second']:,.0f} steps/s", "yardstick"))
         for size in args.sizes:
             sync = vector_rate(sync_env(size), args.sync_steps, args.repeats, as_tensor=False)
             progress.update()
             native = vector_rate(native_env(size, args.device), args.native_steps, args.repeats, as_tensor=True)
             progress.update()
-            results[f"vector_{size}"] = {"sync_env_steps_per_second": sync, "native_env_steps_per_second": native,
-                                         "speedup": native / sync}
+            results[f"vector_{size}"] = {
+                "sync_env_steps_per_second": sync,
+                "native_env_steps_per_second": native,
+                "speedup": native / sync,
+            }
             rows.append((f"SyncVectorEnv N={size}", f"{sync:,.0f} env-steps/s", ""))
-            rows.append((f"native batched N={size}", f"{native:,.0f} env-steps/s", f"{native / sync:.0f}x SyncVectorEnv"))
+            rows.append(
+                (f"native batched N={size}", f"{native:,.0f} env-steps/s", f"{native / sync:.0f}x SyncVectorEnv")
+            )
         size = args.sizes[-1]
         # painting steps only (episodes longer than the timed run), then whole episodes with autoresets,
         # whose new images and blank canvases cost O(N H W) once per episode
@@ -150,14 +174,24 @@ def main(argv: list[str] | None = None) -> dict:
             progress.update()
             ratio = step_time[large] / step_time[small]
             key = label.replace(" ", "_").replace(".", "")
-            results["image_size"][key] = {f"seconds_{small}": step_time[small], f"seconds_{large}": step_time[large],
-                                          "ratio": ratio}
+            results["image_size"][key] = {
+                f"seconds_{small}": step_time[small],
+                f"seconds_{large}": step_time[large],
+                "ratio": ratio,
+            }
             rows.append((f"native {label}, {small}x{small}, N={size}", f"{step_time[small] * 1e3:.2f} ms", ""))
-            rows.append((f"native {label}, {large}x{large}, N={size}", f"{step_time[large] * 1e3:.2f} ms",
-                         f"{ratio:.2f}x the {small}x{small} time"))
+            rows.append(
+                (
+                    f"native {label}, {large}x{large}, N={size}",
+                    f"{step_time[large] * 1e3:.2f} ms",
+                    f"{ratio:.2f}x the {small}x{small} time",
+                )
+            )
 
-    print(f"\nEnvironment throughput ({results['threads']} torch threads, device {args.device}, "
-          f"median of {args.repeats})\n")
+    print(
+        f"\nEnvironment throughput ({results['threads']} torch threads, device {args.device}, "
+        f"median of {args.repeats})\n"
+    )
     print("| measurement | value | comparison |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -46,8 +46,9 @@ ESTIMATORS = {
 REFERENCE = "reinforce (loo)"
 
 
-def replicate_gradients(policy, painter, replicates: int, batch_size: int, samples: int, beta: float,
-                        seed: int, baseline_batches: int = 16) -> dict[str, torch.Tensor]:
+def replicate_gradients(
+    policy, painter, replicates: int, batch_size: int, samples: int, beta: float, seed: int, baseline_batches: int = 16
+) -> dict[str, torch.Tensor]:
     """``(replicates, parameters)`` encoder gradients per estimator, all from the same batches."""
     generator = torch.Generator().manual_seed(seed)
     images, parameters = painter.data.images, list(policy.parameters())
@@ -55,13 +56,14 @@ def replicate_gradients(policy, painter, replicates: int, batch_size: int, sampl
 
     def draw():
         targets = images[torch.randint(len(images), (batch_size,), generator=generator)]
-        return sample_batch(policy, painter.dictionary, targets, painter.geometry, painter.max_steps, drawing,
-                            generator, freeze=True)[0]
+        return sample_batch(
+            policy, painter.dictionary, targets, painter.geometry, painter.max_steps, drawing, generator, freeze=True
+        )[0]
 
     with torch.no_grad():  # the moving average's fixed point: each step's mean return-to-go
-        moving_average = torch.stack([
-            beta * returns_to_go(draw().rewards).mean((0, 1)) for _ in range(baseline_batches)
-        ]).mean(0)
+        moving_average = torch.stack(
+            [beta * returns_to_go(draw().rewards).mean((0, 1)) for _ in range(baseline_batches)]
+        ).mean(0)
     gradients = {name: [] for name in ESTIMATORS}
     for _ in tqdm(range(replicates), desc="replicates"):
         batch = draw()
@@ -69,9 +71,9 @@ def replicate_gradients(policy, painter, replicates: int, batch_size: int, sampl
             extra = {"moving_average": moving_average} if options.get("baseline") == "moving-average" else {}
             loss = estimator(batch, beta=beta, **options, **extra).encoder_loss
             grads = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
-            gradients[name].append(torch.cat([
-                (torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, parameters)
-            ]))
+            gradients[name].append(
+                torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, parameters)])
+            )
     return {name: torch.stack(rows) for name, rows in gradients.items()}
 
 
@@ -85,13 +87,15 @@ def variance_rows(gradients: dict[str, torch.Tensor]) -> list[dict]:
     rows = []
     for name, g in gradients.items():
         signal = float(g.mean(0).square().sum()) - traces[name] / g.shape[0]
-        rows.append({
-            "estimator": name,
-            "variance": traces[name],
-            "ratio_to_reinforce_loo": traces[name] / traces[REFERENCE],
-            "relative_variance": traces[name] / signal if signal > 0 else None,
-            "replicates": g.shape[0],
-        })
+        rows.append(
+            {
+                "estimator": name,
+                "variance": traces[name],
+                "ratio_to_reinforce_loo": traces[name] / traces[REFERENCE],
+                "relative_variance": traces[name] / signal if signal > 0 else None,
+                "replicates": g.shape[0],
+            }
+        )
     return rows
 
 
@@ -112,8 +116,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=16, help="images per replicate batch")
     parser.add_argument("--samples", type=int, default=4, help="programs sampled per image (S)")
     parser.add_argument("--beta", type=float, default=None, help="inverse temperature (default: the checkpoint's)")
-    parser.add_argument("--baseline-batches", type=int, default=16,
-                        help="batches drawn first to set REINFORCE's moving-average baseline (each step's mean return)")
+    parser.add_argument(
+        "--baseline-batches",
+        type=int,
+        default=16,
+        help="batches drawn first to set REINFORCE's moving-average baseline (each step's mean return)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the images and samples")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--json", default=None, help="write the rows as JSON to this path")
@@ -129,12 +137,21 @@ def main(argv=None) -> dict:
     painter = build_painter(PainterConfig(**config))
     policy = load_policy(payload, "cpu")
     beta = payload["args"]["beta"] if args.beta is None else args.beta
-    gradients = replicate_gradients(policy, painter, args.replicates, args.batch_size, args.samples, beta, args.seed,
-                                    args.baseline_batches)
-    result = {"checkpoint": str(args.checkpoint), "split": config["split"], "samples": args.samples,
-              "batch_size": args.batch_size, "beta": beta, "rows": variance_rows(gradients)}
-    print(f"Encoder-gradient variance at the checkpoint's parameters, S={args.samples}, "
-          f"{args.batch_size} images per batch, {args.replicates} replicate batches (common random numbers)\n")
+    gradients = replicate_gradients(
+        policy, painter, args.replicates, args.batch_size, args.samples, beta, args.seed, args.baseline_batches
+    )
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "split": config["split"],
+        "samples": args.samples,
+        "batch_size": args.batch_size,
+        "beta": beta,
+        "rows": variance_rows(gradients),
+    }
+    print(
+        f"Encoder-gradient variance at the checkpoint's parameters, S={args.samples}, "
+        f"{args.batch_size} images per batch, {args.replicates} replicate batches (common random numbers)\n"
+    )
     print(table(result["rows"]))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

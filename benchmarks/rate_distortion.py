@@ -59,7 +59,9 @@ class Args:
     gibbs_sweeps: int = arg(4, "sweeps of Gibbs refinement of painter programs")
     kl_betas: str = arg("1.0,0.1,0.02", "comma-separated VAE KL weights (one row each)")
     policy_checkpoint: str = arg(None, "train.reinforce checkpoint for the policy-painter rows", type=str)
-    quick: bool = arg(False, f"smoke run: fit on {QUICK_FIT_SPLIT}, 16 held-out images, about one iteration per model, 1 Gibbs sweep")
+    quick: bool = arg(
+        False, f"smoke run: fit on {QUICK_FIT_SPLIT}, 16 held-out images, about one iteration per model, 1 Gibbs sweep"
+    )
     seed: int = arg(0, "random seed")
     device: str = arg("cpu", "cpu or cuda")
     json: str = arg(None, "write the rows as JSON to this path", type=str)
@@ -68,8 +70,13 @@ class Args:
 
 def row(name: str, family: str, metrics: dict, fit_seconds: float | None, note: str = "") -> dict:
     keys = ("bits_per_image", "sse", "psnr", "images_per_second")
-    return {"name": name, "family": family, **{key: float(metrics[key]) for key in keys},
-            "fit_seconds": fit_seconds, "note": note}
+    return {
+        "name": name,
+        "family": family,
+        **{key: float(metrics[key]) for key in keys},
+        "fit_seconds": fit_seconds,
+        "note": note,
+    }
 
 
 def timed(function, *inputs):
@@ -97,7 +104,9 @@ def classical_rows(train: torch.Tensor, test: torch.Tensor, quick: bool, seed: i
         (centres, _), fit = timed(lambda: kmeans_plus_plus(flat, count, generator, iterations=5 if quick else 25))
         began = time.perf_counter()
         reconstruction = centres[torch.cdist(test.flatten(1), centres).argmin(1)]
-        metrics = reconstruction_metrics(test, reconstruction.view(shape), math.log2(count), time.perf_counter() - began)
+        metrics = reconstruction_metrics(
+            test, reconstruction.view(shape), math.log2(count), time.perf_counter() - began
+        )
         rows.append(row(f"k-means K={count}", "k-means", metrics, fit))
     return rows
 
@@ -105,8 +114,11 @@ def classical_rows(train: torch.Tensor, test: torch.Tensor, quick: bool, seed: i
 @torch.no_grad()
 def painter_rows(args: Args, fit_split: str, test: torch.Tensor, device: torch.device) -> list[dict]:
     """Greedy painter (T = 8, 16) and its Gibbs refinement, with a k-means++ dictionary."""
-    painter, fit = timed(lambda: build_painter(PainterConfig(dataset=args.dataset, data_root=args.data_root,
-                                                             split=fit_split, seed=args.seed)))
+    painter, fit = timed(
+        lambda: build_painter(
+            PainterConfig(dataset=args.dataset, data_root=args.data_root, split=fit_split, seed=args.seed)
+        )
+    )
     dictionary, geometry = painter.dictionary.to(device), painter.geometry
     values, support = dictionary.patches()
     num_actions = geometry.num_moves**2 * dictionary.num_patches
@@ -115,17 +127,20 @@ def painter_rows(args: Args, fit_split: str, test: torch.Tensor, device: torch.d
     for steps in (8, 16):
         programs, greedy_seconds, refined, refine_seconds = [], 0.0, [], 0.0
         for start in tqdm(range(0, len(test), 256), desc=f"painter T={steps}", leave=False):
-            batch = test[start:start + 256]
+            batch = test[start : start + 256]
             (actions, _), seconds = timed(greedy_programs, batch, dictionary, geometry, steps)
             greedy_seconds += seconds
-            better, seconds = timed(lambda: refine_programs(batch, actions, dictionary, geometry,
-                                                            args.gibbs_sweeps, generator=generator))
+            better, seconds = timed(
+                lambda: refine_programs(batch, actions, dictionary, geometry, args.gibbs_sweeps, generator=generator)
+            )
             refine_seconds += seconds
             programs.append(actions)
             refined.append(better)
         bits = program_bits(steps, num_actions)
-        for name, actions, seconds in (("greedy painter", programs, greedy_seconds),
-                                       ("greedy + Gibbs painter", refined, greedy_seconds + refine_seconds)):
+        for name, actions, seconds in (
+            ("greedy painter", programs, greedy_seconds),
+            ("greedy + Gibbs painter", refined, greedy_seconds + refine_seconds),
+        ):
             canvas = decode(torch.cat(actions), values, support, dictionary.num_levels, geometry)
             metrics = reconstruction_metrics(test, canvas, bits, seconds)
             rows.append(row(f"{name} T={steps}", "painter", metrics, fit, "K=32 k-means++ patches, L=3, R=7"))
@@ -140,9 +155,25 @@ def policy_rows(args: Args, test_count: int) -> tuple[list[dict], list[str]]:
     for encoder, name in (("policy", "policy painter"), ("gibbs", "policy + Gibbs painter")):
         with tempfile.TemporaryDirectory() as folder:
             output = Path(folder) / "metrics.json"
-            command = [sys.executable, "-m", "train.evaluate", "--checkpoint", args.policy_checkpoint,
-                       "--encoder", encoder, "--split", args.eval_split, "--num-images", str(test_count),
-                       "--gibbs-sweeps", str(args.gibbs_sweeps), "--device", args.device, "--metrics-json", str(output)]
+            command = [
+                sys.executable,
+                "-m",
+                "train.evaluate",
+                "--checkpoint",
+                args.policy_checkpoint,
+                "--encoder",
+                encoder,
+                "--split",
+                args.eval_split,
+                "--num-images",
+                str(test_count),
+                "--gibbs-sweeps",
+                str(args.gibbs_sweeps),
+                "--device",
+                args.device,
+                "--metrics-json",
+                str(output),
+            ]
             if args.data_root:
                 command += ["--data-root", args.data_root]
             done = subprocess.run(command, capture_output=True, text=True)
@@ -156,24 +187,65 @@ def policy_rows(args: Args, test_count: int) -> tuple[list[dict], list[str]]:
 
 def trained_rows(args: Args, fit_split: str, test_count: int, logdir: str) -> list[dict]:
     """LLGAE, CGAE (H = 8, 16), VQ-VAE and VAEs, each trained for ``--minutes``."""
-    common = dict(dataset=args.dataset, data_root=args.data_root, split=fit_split, eval_split=args.eval_split,
-                  device=args.device, logdir=logdir, checkpoint_dir=logdir, seed=args.seed + 1)
+    common = dict(
+        dataset=args.dataset,
+        data_root=args.data_root,
+        split=fit_split,
+        eval_split=args.eval_split,
+        device=args.device,
+        logdir=logdir,
+        checkpoint_dir=logdir,
+        seed=args.seed + 1,
+    )
     quick = args.quick
     minutes = QUICK_MINUTES if quick else args.minutes
-    jobs = [("LLGAE K=11 E=20", "LLGAE", llgae_trainer, dict(epochs=1 if quick else 10000, minutes=minutes,
-                                                            eval_images=test_count))]
+    jobs = [
+        (
+            "LLGAE K=11 E=20",
+            "LLGAE",
+            llgae_trainer,
+            dict(epochs=1 if quick else 10000, minutes=minutes, eval_images=test_count),
+        )
+    ]
     for components in (8, 16):
-        jobs.append((f"CGAE-Gibbs H={components}", "CGAE", cgae_trainer,
-                     dict(components=components, minutes=minutes, epochs=1 if quick else 100, eval_images=test_count,
-                          **(dict(chains=1, sweeps=1, eval_sweeps=1, image_every=1000) if quick else {}))))
+        jobs.append(
+            (
+                f"CGAE-Gibbs H={components}",
+                "CGAE",
+                cgae_trainer,
+                dict(
+                    components=components,
+                    minutes=minutes,
+                    epochs=1 if quick else 100,
+                    eval_images=test_count,
+                    **(dict(chains=1, sweeps=1, eval_sweeps=1, image_every=1000) if quick else {}),
+                ),
+            )
+        )
     painter_bits = program_bits(16, (2 * 21 + 1) ** 2 * 32 * 3)
-    jobs.append(("VQ-VAE 7x7", "VQ-VAE", vqvae_trainer,
-                 dict(model="vqvae", match_bits=painter_bits, epochs=1 if quick else 1000, minutes=minutes,
-                      eval_images=test_count)))
+    jobs.append(
+        (
+            "VQ-VAE 7x7",
+            "VQ-VAE",
+            vqvae_trainer,
+            dict(
+                model="vqvae",
+                match_bits=painter_bits,
+                epochs=1 if quick else 1000,
+                minutes=minutes,
+                eval_images=test_count,
+            ),
+        )
+    )
     for beta in [float(value) for value in args.kl_betas.split(",")][: 1 if quick else None]:
-        jobs.append((f"VAE kl-beta={beta:g}", "VAE", vqvae_trainer,
-                     dict(model="vae", kl_beta=beta, epochs=1 if quick else 1000, minutes=minutes,
-                          eval_images=test_count)))
+        jobs.append(
+            (
+                f"VAE kl-beta={beta:g}",
+                "VAE",
+                vqvae_trainer,
+                dict(model="vae", kl_beta=beta, epochs=1 if quick else 1000, minutes=minutes, eval_images=test_count),
+            )
+        )
     rows = []
     for name, family, trainer, settings in jobs:
         _, metrics = trainer.train(trainer.Args(**common, **settings))
@@ -210,8 +282,10 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| model | bits/image | SSE | PSNR | encode images/s | fit s | note |", "|---|---|---|---|---|---|---|"]
     for entry in rows:
         fit = "-" if entry["fit_seconds"] is None else f"{entry['fit_seconds']:.1f}"
-        lines.append(f"| {entry['name']} | {entry['bits_per_image']:.0f} | {entry['sse']:.2f} | {entry['psnr']:.2f} "
-                     f"| {entry['images_per_second']:.0f} | {fit} | {entry['note']} |")
+        lines.append(
+            f"| {entry['name']} | {entry['bits_per_image']:.0f} | {entry['sse']:.2f} | {entry['psnr']:.2f} "
+            f"| {entry['images_per_second']:.0f} | {fit} | {entry['note']} |"
+        )
     return "\n".join(lines)
 
 
@@ -260,10 +334,21 @@ def main(argv=None) -> dict:
     print(markdown(rows))
     for note in notes:
         print(f"\n- {note}")
-    print("\n| Gibbs conditional (CGAE, K=32, R=7) | batch | conv2d ms | Gibbs step ms | ratio |\n|---|---|---|---|---|")
-    print(f"| one step vs one conv2d | {cost['batch']} | {cost['conv2d_ms']:.2f} | {cost['gibbs_step_ms']:.2f} | {cost['ratio']:.2f} |")
-    result = {"dataset": args.dataset, "split": fit_split, "eval_split": args.eval_split, "num_images": len(test),
-              "rows": rows, "notes": notes, "gibbs_conditional_cost": cost}
+    print(
+        "\n| Gibbs conditional (CGAE, K=32, R=7) | batch | conv2d ms | Gibbs step ms | ratio |\n|---|---|---|---|---|"
+    )
+    print(
+        f"| one step vs one conv2d | {cost['batch']} | {cost['conv2d_ms']:.2f} | {cost['gibbs_step_ms']:.2f} | {cost['ratio']:.2f} |"
+    )
+    result = {
+        "dataset": args.dataset,
+        "split": fit_split,
+        "eval_split": args.eval_split,
+        "num_images": len(test),
+        "rows": rows,
+        "notes": notes,
+        "gibbs_conditional_cost": cost,
+    }
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -108,8 +108,14 @@ def build_model(backend: str, n_envs: int, env_kwargs: dict, params: dict, polic
     """PPO on the backend, warmed up by one iteration (first forward passes, buffers, worker start)."""
     algo_kwargs = {key: value for key, value in params.items() if key not in sb3.RUN_KEYS}
     algo_kwargs["batch_size"] = min(algo_kwargs.get("batch_size", 64), algo_kwargs["n_steps"] * n_envs)
-    model = PPO(sb3.policy_class("ppo"), make_venv(backend, n_envs, env_kwargs), policy_kwargs=policy_kwargs,
-                seed=0, verbose=0, **algo_kwargs)
+    model = PPO(
+        sb3.policy_class("ppo"),
+        make_venv(backend, n_envs, env_kwargs),
+        policy_kwargs=policy_kwargs,
+        seed=0,
+        verbose=0,
+        **algo_kwargs,
+    )
     model.learn(model.n_steps * n_envs)
     return model
 
@@ -159,8 +165,10 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
                 samples[backend, threads].append(measure(models[backend], args.rollouts))
         for model in models.values():
             model.env.close()
-        medians = {setting: {key: statistics.median(s[key] for s in runs) for key in ("collect", "learn")}
-                   for setting, runs in samples.items()}
+        medians = {
+            setting: {key: statistics.median(s[key] for s in runs) for key in ("collect", "learn")}
+            for setting, runs in samples.items()
+        }
 
         def step_ms(rates: dict) -> float:
             """Milliseconds of collection per step of all ``n_envs`` envs."""
@@ -173,18 +181,26 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
         best = max(others, key=lambda setting: medians[setting]["collect"]) if others else None
         for setting in settings:
             backend, threads = setting
-            row = {"n_envs": n_envs, "backend": backend, "threads": threads, "policy": policy,
-                   "collect_steps_per_second": medians[setting]["collect"],
-                   "collect_ms_per_step": step_ms(medians[setting]), "learn_steps_per_second": medians[setting]["learn"],
-                   "repeats": args.repeats}
+            row = {
+                "n_envs": n_envs,
+                "backend": backend,
+                "threads": threads,
+                "policy": policy,
+                "collect_steps_per_second": medians[setting]["collect"],
+                "collect_ms_per_step": step_ms(medians[setting]),
+                "learn_steps_per_second": medians[setting]["learn"],
+                "repeats": args.repeats,
+            }
             if backend == "batched" and best and setting == fastest("batched"):
                 row["collect_speedup"] = medians[setting]["collect"] / medians[best]["collect"]
                 # Each repeat measures every setting in turn: the ratio within a repeat is immune to the
                 # machine's speed drifting between repeats.
                 row["collect_speedup_paired"] = statistics.median(
-                    mine["collect"] / theirs["collect"] for mine, theirs in zip(samples[setting], samples[best]))
+                    mine["collect"] / theirs["collect"] for mine, theirs in zip(samples[setting], samples[best])
+                )
                 row["learn_speedup"] = medians[setting]["learn"] / max(
-                    medians[fastest(b)]["learn"] for b in backends if b in REFERENCE_BACKENDS)
+                    medians[fastest(b)]["learn"] for b in backends if b in REFERENCE_BACKENDS
+                )
                 if "null" in backends:
                     row["collect_speedup_ceiling"] = medians[fastest("null")]["collect"] / medians[best]["collect"]
                     # What the env costs per step of the n_envs inside PPO's loop: the time over the null backend's.
@@ -200,14 +216,35 @@ def quality_rows(args) -> list[dict]:
     """PPO trained by ``train.sb3`` for the budget on shapes and MNIST, then scored on the eval split."""
     runs = {
         "shapes": ["--dataset", "shapes", "--split", "train", "--eval-split", "test"],
-        "mnist": ["--dataset", "mnist", "--data-root", args.mnist_root, "--split", "test[:8000]",
-                  "--eval-split", "test[8000:]"],
+        "mnist": [
+            "--dataset",
+            "mnist",
+            "--data-root",
+            args.mnist_root,
+            "--split",
+            "test[:8000]",
+            "--eval-split",
+            "test[8000:]",
+        ],
     }
     rows = []
     for dataset in args.quality_datasets if args.quality else []:
-        metrics = sb3.main(["--algo", "ppo", *runs[dataset], "--max-seconds", str(args.budget_seconds),
-                            "--total-timesteps", "100000000", "--logdir", args.logdir, "--no-progress",
-                            "--run-name", f"benchmark_ppo_{dataset}"])
+        metrics = sb3.main(
+            [
+                "--algo",
+                "ppo",
+                *runs[dataset],
+                "--max-seconds",
+                str(args.budget_seconds),
+                "--total-timesteps",
+                "100000000",
+                "--logdir",
+                args.logdir,
+                "--no-progress",
+                "--run-name",
+                f"benchmark_ppo_{dataset}",
+            ]
+        )
         rows.append({"encoder": "SB3 PPO", "dataset": dataset, **metrics})
     for item in args.reference:
         name, _, path = item.partition("=")
@@ -228,31 +265,63 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-envs", type=int, nargs="+", default=[64, 256], help="numbers of parallel envs")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS,
-                        help="vectorisations (null: no env work, the ceiling of any speed-up)")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=list(BACKENDS),
+        choices=BACKENDS,
+        help="vectorisations (null: no env work, the ceiling of any speed-up)",
+    )
     parser.add_argument("--rollouts", type=int, default=4, help="timed PPO iterations per measurement")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="rounds, each measuring every backend in turn (medians reported)")
-    parser.add_argument("--subproc-max-envs", type=int, default=64,
-                        help="skip SubprocVecEnv (one process per env) above this many envs")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="rounds, each measuring every backend in turn (medians reported)"
+    )
+    parser.add_argument(
+        "--subproc-max-envs", type=int, default=64, help="skip SubprocVecEnv (one process per env) above this many envs"
+    )
     parser.add_argument("--dataset", default="shapes", help="dataset of the throughput runs")
     parser.add_argument("--image-size", type=int, default=None, help="image size of the throughput runs")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1],
-                        help="torch CPU thread counts to measure each backend at; speed-ups compare each "
-                             "backend at its fastest (e.g. --threads 1 2)")
-    parser.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="PPO overrides of train/configs/ppo.toml, as in train.sb3")
-    parser.add_argument("--policies", nargs="+", default=["config", "mlp"], choices=["config", "mlp"],
-                        help="config: the policy train.sb3 trains on the dataset (on shapes the matched filter); "
-                             "mlp: SB3's default extractor and MLPs (the env and adapter with the lightest forward)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="torch CPU thread counts to measure each backend at; speed-ups compare each "
+        "backend at its fastest (e.g. --threads 1 2)",
+    )
+    parser.add_argument(
+        "--hyperparams",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="PPO overrides of train/configs/ppo.toml, as in train.sb3",
+    )
+    parser.add_argument(
+        "--policies",
+        nargs="+",
+        default=["config", "mlp"],
+        choices=["config", "mlp"],
+        help="config: the policy train.sb3 trains on the dataset (on shapes the matched filter); "
+        "mlp: SB3's default extractor and MLPs (the env and adapter with the lightest forward)",
+    )
     parser.add_argument("--quality", action="store_true", help="also train PPO for --budget-seconds and score it")
-    parser.add_argument("--quality-datasets", nargs="+", default=["shapes", "mnist"], choices=["shapes", "mnist"],
-                        help="datasets of the quality runs")
+    parser.add_argument(
+        "--quality-datasets",
+        nargs="+",
+        default=["shapes", "mnist"],
+        choices=["shapes", "mnist"],
+        help="datasets of the quality runs",
+    )
     parser.add_argument("--budget-seconds", type=float, default=1200.0, help="training budget of each quality run")
     parser.add_argument("--mnist-root", default=MNIST_ROOT, help="folder of the MNIST IDX files")
     parser.add_argument("--logdir", default="runs", help="TensorBoard folder of the quality runs")
-    parser.add_argument("--reference", nargs="*", default=[], metavar="NAME=METRICS.json",
-                        help="other encoders' metrics files to list beside PPO (e.g. the RNN encoder's)")
+    parser.add_argument(
+        "--reference",
+        nargs="*",
+        default=[],
+        metavar="NAME=METRICS.json",
+        help="other encoders' metrics files to list beside PPO (e.g. the RNN encoder's)",
+    )
     parser.add_argument("--json", default=None, help="write all rows to this JSON file")
     args = parser.parse_args(argv)
 
@@ -267,15 +336,46 @@ def main(argv: list[str] | None = None) -> dict:
     # Each policy is the same for every backend.
     policies = policies_to_measure(args.policies, run_args, params, env_kwargs)
     result = {"throughput": throughput_rows(args, env_kwargs, params, policies)}
-    print(markdown(result["throughput"], ["n_envs", "backend", "threads", "policy", "collect_steps_per_second",
-                                          "collect_ms_per_step", "learn_steps_per_second", "collect_speedup",
-                                          "collect_speedup_paired", "collect_speedup_ceiling", "env_ms_per_step",
-                                          "other_env_ms_per_step", "learn_speedup", "compared_with"]))
+    print(
+        markdown(
+            result["throughput"],
+            [
+                "n_envs",
+                "backend",
+                "threads",
+                "policy",
+                "collect_steps_per_second",
+                "collect_ms_per_step",
+                "learn_steps_per_second",
+                "collect_speedup",
+                "collect_speedup_paired",
+                "collect_speedup_ceiling",
+                "env_ms_per_step",
+                "other_env_ms_per_step",
+                "learn_speedup",
+                "compared_with",
+            ],
+        )
+    )
     if args.quality or args.reference:
         result["quality"] = quality_rows(args)
         print()
-        print(markdown(result["quality"], ["encoder", "dataset", "eval_split", "sse", "psnr", "optimal_return_fraction",
-                                           "bits_per_image", "wall_seconds", "total_timesteps"]))
+        print(
+            markdown(
+                result["quality"],
+                [
+                    "encoder",
+                    "dataset",
+                    "eval_split",
+                    "sse",
+                    "psnr",
+                    "optimal_return_fraction",
+                    "bits_per_image",
+                    "wall_seconds",
+                    "total_timesteps",
+                ],
+            )
+        )
     write_metrics_json(args.json, result)
     return result
 

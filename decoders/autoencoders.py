@@ -37,9 +37,12 @@ class ConvEncoder(nn.Module):
         super().__init__()
         self.grid = grid
         self.layers = nn.Sequential(
-            nn.Conv2d(channels, hidden // 2, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(hidden // 2, hidden, 4, 2, 1), nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 3, 1, 1), nn.ReLU(),
+            nn.Conv2d(channels, hidden // 2, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(hidden // 2, hidden, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, 1, 1),
+            nn.ReLU(),
             nn.Conv2d(hidden, out_channels, 1),
         )
 
@@ -54,9 +57,12 @@ class ConvDecoder(nn.Module):
         super().__init__()
         self.feature_size = image_size // 4
         self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, hidden, 3, 1, 1), nn.ReLU(),
-            nn.ConvTranspose2d(hidden, hidden // 2, 4, 2, 1), nn.ReLU(),
-            nn.ConvTranspose2d(hidden // 2, channels, 4, 2, 1), nn.Sigmoid(),
+            nn.Conv2d(in_channels, hidden, 3, 1, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(hidden, hidden // 2, 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(hidden // 2, channels, 4, 2, 1),
+            nn.Sigmoid(),
         )
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
@@ -73,7 +79,9 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, vectors: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code of each row of ``vectors`` ``(M, D)``."""
-        distances = vectors.square().sum(1, keepdim=True) - 2 * vectors @ self.codebook.T + self.codebook.square().sum(1)
+        distances = (
+            vectors.square().sum(1, keepdim=True) - 2 * vectors @ self.codebook.T + self.codebook.square().sum(1)
+        )
         return distances.argmin(1)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -105,7 +113,9 @@ class VectorQuantizer(nn.Module):
 class GaussianBottleneck(nn.Module):
     """Mean and log-variance ``(N, D, m, m)`` each, from ``(N, 2D, m, m)`` features."""
 
-    def forward(self, features: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, features: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A sample (training) or the mean (evaluation) and the KL to N(0, I) per image in nats ``(N,)``."""
         mean, log_variance = features.chunk(2, dim=1)
         log_variance = log_variance.clamp(-12.0, 8.0)
@@ -119,8 +129,17 @@ class GaussianBottleneck(nn.Module):
 class Autoencoder(nn.Module):
     """VQ-VAE (``kind="vqvae"``) or VAE (``kind="vae"``) on ``channels`` x ``image_size``^2 images."""
 
-    def __init__(self, kind: str, channels: int, image_size: int, grid: int = 7, dim: int = 16,
-                 num_codes: int = 52, commitment: float = 0.25, hidden: int = 64):
+    def __init__(
+        self,
+        kind: str,
+        channels: int,
+        image_size: int,
+        grid: int = 7,
+        dim: int = 16,
+        num_codes: int = 52,
+        commitment: float = 0.25,
+        hidden: int = 64,
+    ):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -129,8 +148,16 @@ class Autoencoder(nn.Module):
         if num_codes < 2 and kind == "vqvae":
             raise ValueError(f"num_codes must be >= 2, got {num_codes}")
         self.kind, self.grid, self.dim = kind, grid, dim
-        self.settings = {"kind": kind, "channels": channels, "image_size": image_size, "grid": grid, "dim": dim,
-                         "num_codes": num_codes, "commitment": commitment, "hidden": hidden}
+        self.settings = {
+            "kind": kind,
+            "channels": channels,
+            "image_size": image_size,
+            "grid": grid,
+            "dim": dim,
+            "num_codes": num_codes,
+            "commitment": commitment,
+            "hidden": hidden,
+        }
         self.encoder = ConvEncoder(channels, dim * (2 if kind == "vae" else 1), grid, hidden)
         self.decoder = ConvDecoder(channels, dim, image_size, hidden)
         self.bottleneck = VectorQuantizer(num_codes, dim, commitment) if kind == "vqvae" else GaussianBottleneck()

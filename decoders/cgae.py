@@ -79,8 +79,9 @@ class CGAE(nn.Module):
         """
         prototypes = self.prototypes.detach()
         weight = torch.cat([(2 * beta) * prototypes, prototypes.new_zeros(1, *prototypes.shape[1:])])
-        bias = torch.cat([beta * prototypes.square().sum(dim=(1, 2, 3)),
-                          prototypes.new_full((1,), math.log(self.num_positions))])
+        bias = torch.cat(
+            [beta * prototypes.square().sum(dim=(1, 2, 3)), prototypes.new_full((1,), math.log(self.num_positions))]
+        )
         return F.conv2d(residual, weight, -bias).flatten(1)
 
     def _windows(self, codes: torch.Tensor, prototypes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +109,11 @@ class CGAE(nn.Module):
 
     @torch.no_grad()
     def gibbs_step(
-        self, residual: torch.Tensor, codes: torch.Tensor, component: int, beta: float,
+        self,
+        residual: torch.Tensor,
+        codes: torch.Tensor,
+        component: int,
+        beta: float,
         generator: torch.Generator | None = None,
     ) -> None:
         """Resample component ``component`` of every chain in place; ``residual`` ``(N, C, H, W)`` is kept exact."""
@@ -164,7 +169,11 @@ class CGAE(nn.Module):
 
 
 def cgae_from_images(
-    images: torch.Tensor, num_prototypes: int, patch_size: int, components: int, seed: int = 0,
+    images: torch.Tensor,
+    num_prototypes: int,
+    patch_size: int,
+    components: int,
+    seed: int = 0,
     num_samples: int = 20000,
 ) -> CGAE:
     """A CGAE whose prototypes are k-means++ centres of non-empty data patches."""

@@ -107,14 +107,14 @@ class PatchDictionary(nn.Module):
         return {"format": FORMAT, "version": FORMAT_VERSION, "config": self.config(), "state": state}
 
     @classmethod
-    def from_payload(cls, payload: dict, where: str = "payload") -> "PatchDictionary":
+    def from_payload(cls, payload: dict, where: str = "payload") -> PatchDictionary:
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise ValueError(f"{where} does not hold a painter dictionary (no '{FORMAT}' payload)")
         state = payload["state"]
         return cls(state["mean"], state["basis"], state["mask"], num_levels=state["levels"].numel())
 
     @classmethod
-    def load(cls, path: str | Path) -> "PatchDictionary":
+    def load(cls, path: str | Path) -> PatchDictionary:
         """Load a dictionary saved by :meth:`save`, or the ``dictionary`` entry of a training checkpoint."""
         payload = load_payload(path, what="dictionary file")
         if isinstance(payload, dict) and isinstance(payload.get("dictionary"), dict):
@@ -136,8 +136,9 @@ def sample_patches(
     offsets = torch.arange(patch_size)
     row_index = (rows[:, None] + offsets)[:, :, None].expand(-1, -1, patch_size)
     col_index = (cols[:, None] + offsets)[:, None, :].expand(-1, patch_size, -1)
-    patches = images[which[:, None, None, None], torch.arange(channels)[None, :, None, None],
-                     row_index[:, None], col_index[:, None]]
+    patches = images[
+        which[:, None, None, None], torch.arange(channels)[None, :, None, None], row_index[:, None], col_index[:, None]
+    ]
     patches = patches.reshape(draws, -1)
     keep = patches.square().mean(1) > min_energy
     patches = patches[keep][:count]

@@ -34,9 +34,7 @@ class CanvasGeometry:
         if self.patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
         if self.patch_size > min(self.height, self.width):
-            raise ValueError(
-                f"patch_size {self.patch_size} is larger than the canvas ({self.height}x{self.width})"
-            )
+            raise ValueError(f"patch_size {self.patch_size} is larger than the canvas ({self.height}x{self.width})")
         if self.move_radius < 0:
             raise ValueError(f"move_radius must be >= 0, got {self.move_radius}")
 
@@ -117,8 +115,10 @@ def move_cursor(cursor, move, geometry: CanvasGeometry):
     """
     if isinstance(cursor, tuple):
         (row, col), (row_move, col_move), radius = cursor, move, geometry.move_radius
-        return (min(max(row + row_move - radius, 0), geometry.rows - 1),
-                min(max(col + col_move - radius, 0), geometry.cols - 1))
+        return (
+            min(max(row + row_move - radius, 0), geometry.rows - 1),
+            min(max(col + col_move - radius, 0), geometry.cols - 1),
+        )
     lowest, highest = geometry.cursor_bounds(cursor.device)
     return torch.add(cursor, move).sub_(geometry.move_radius).clamp_(lowest, highest)
 
@@ -212,8 +212,9 @@ def window_rows(images: torch.Tensor, corner: torch.Tensor, geometry: CanvasGeom
 
 
 @lru_cache(maxsize=64)
-def _row_offsets(geometry: CanvasGeometry, batch: int, image_stride: int, channel_stride: int, channels: int,
-                 device: str) -> torch.Tensor:
+def _row_offsets(
+    geometry: CanvasGeometry, batch: int, image_stride: int, channel_stride: int, channels: int, device: str
+) -> torch.Tensor:
     """``(B, 1, C, R)``: where row r of channel c of image b's window starts in memory, less the
     window's corner pixel: ``b * image_stride + c * channel_stride + r * W``.
 

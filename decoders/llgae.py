@@ -72,7 +72,9 @@ def ridge_codes(model: LLGAE, points: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(gram, right.transpose(1, 2)).permute(2, 0, 1)
 
 
-def llgae_from_points(points: torch.Tensor, components: int, code_size: int, beta: float, n_step: int, seed: int = 0) -> LLGAE:
+def llgae_from_points(
+    points: torch.Tensor, components: int, code_size: int, beta: float, n_step: int, seed: int = 0
+) -> LLGAE:
     """Initialise from data: k-means++ centres as means, each cluster's top-E principal directions
     as basis, scaled by ``1/sqrt(beta)`` so that one inner step already projects onto the subspace."""
     generator = torch.Generator().manual_seed(seed)

@@ -26,7 +26,9 @@ FLOOR_NATS = 87.0
 
 
 def sample_categorical(
-    logits: torch.Tensor, generator: torch.Generator | None = None, consume: bool = False,
+    logits: torch.Tensor,
+    generator: torch.Generator | None = None,
+    consume: bool = False,
     normalized: bool = False,
 ) -> torch.Tensor:
     """One index per row of ``logits`` ``(..., N)`` drawn from ``softmax(logits)``: ``(...)`` long.

@@ -32,8 +32,11 @@ def rollout_frames(
         canvases = decode(actions[:, :step], values, support, dictionary.num_levels, geometry)
         panels = [
             render_frame(
-                targets[b].numpy(), canvases[b].numpy(),
-                tuple(path[b, step - 1].tolist()) if step else None, geometry.patch_size, scale,
+                targets[b].numpy(),
+                canvases[b].numpy(),
+                tuple(path[b, step - 1].tolist()) if step else None,
+                geometry.patch_size,
+                scale,
             )
             for b in range(targets.shape[0])
         ]

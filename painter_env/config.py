@@ -46,7 +46,11 @@ class PainterConfig:
         for name in ("patch_size", "max_shapes"):
             _require_int(name, getattr(self, name), minimum=1)
         for name, minimum in (
-            ("image_size", 1), ("num_prototypes", 1), ("num_levels", 1), ("move_radius", 0), ("max_steps", 1)
+            ("image_size", 1),
+            ("num_prototypes", 1),
+            ("num_levels", 1),
+            ("move_radius", 0),
+            ("max_steps", 1),
         ):
             if getattr(self, name) is not None:
                 _require_int(name, getattr(self, name), minimum=minimum)
@@ -89,8 +93,15 @@ class Painter:
 def build_painter(config: PainterConfig) -> Painter:
     """Load the data, resolve the dictionary and the geometry; ``ValueError`` on impossible settings."""
     data = load_images(
-        config.dataset, config.split, config.data_root, config.download, config.image_size,
-        config.patch_size, config.num_levels or DEFAULT_LEVELS, config.max_shapes, config.seed,
+        config.dataset,
+        config.split,
+        config.data_root,
+        config.download,
+        config.image_size,
+        config.patch_size,
+        config.num_levels or DEFAULT_LEVELS,
+        config.max_shapes,
+        config.seed,
     )
     height, width = data.images.shape[-2:]
     if config.patch_size > min(height, width):
@@ -117,8 +128,11 @@ def resolve_dictionary(config: PainterConfig, data: ImageSet) -> PatchDictionary
         dictionary = shapes_dictionary(config.patch_size, config.num_levels or DEFAULT_LEVELS, data.channels)
     else:
         payload = _kmeans_payload(
-            data.images, config.patch_size, config.num_prototypes or DEFAULT_PROTOTYPES,
-            config.num_levels or DEFAULT_LEVELS, config.seed,
+            data.images,
+            config.patch_size,
+            config.num_prototypes or DEFAULT_PROTOTYPES,
+            config.num_levels or DEFAULT_LEVELS,
+            config.seed,
         )
         dictionary = PatchDictionary.from_payload(payload)
     for name, wanted, actual in (

@@ -106,9 +106,7 @@ def _shapes(
         raise ValueError(f"patch_size {patch_size} is larger than image_size {image_size}")
     if len(indices) == 0:
         return ImageSet("shapes", base, torch.zeros(0, 1, image_size, image_size))
-    images, programs, lengths = shapes.make_scenes(
-        indices, base, seed, image_size, patch_size, num_levels, max_shapes
-    )
+    images, programs, lengths = shapes.make_scenes(indices, base, seed, image_size, patch_size, num_levels, max_shapes)
     return ImageSet("shapes", base, images, programs, lengths)
 
 
@@ -177,7 +175,9 @@ def _folder(path: str, base: str, image_size: int) -> ImageSet:
     for file in files:
         try:
             with Image.open(file) as picture:
-                pictures.append(picture.convert("RGB") if picture.mode not in ("L", "1", "I;16") else picture.convert("L"))
+                pictures.append(
+                    picture.convert("RGB") if picture.mode not in ("L", "1", "I;16") else picture.convert("L")
+                )
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f"cannot read image {file}: {error}") from error
     mode = "L" if all(p.mode == "L" for p in pictures) else "RGB"

@@ -31,12 +31,14 @@ def observation_space(painter: Painter) -> spaces.Dict:
     about any image smaller than 36x36 or not uint8, and flat float vectors keep the exact values.
     """
     image = spaces.Box(0.0, 1.0, (int(np.prod(painter.image_shape)),), np.float32)
-    return spaces.Dict({
-        "target": image,
-        "canvas": image,
-        "cursor": spaces.MultiDiscrete([painter.geometry.rows, painter.geometry.cols]),
-        "step": spaces.Discrete(painter.max_steps + 1),
-    })
+    return spaces.Dict(
+        {
+            "target": image,
+            "canvas": image,
+            "cursor": spaces.MultiDiscrete([painter.geometry.rows, painter.geometry.cols]),
+            "step": spaces.Discrete(painter.max_steps + 1),
+        }
+    )
 
 
 def action_space(painter: Painter) -> spaces.MultiDiscrete:
@@ -159,7 +161,7 @@ class PainterEnv(gym.Env):
         elif not 0 <= int(index) < count:
             raise ValueError(f"options['index'] = {index} is outside the split's 0..{count - 1}")
         self._index = int(index)
-        self._target = self._images[self._index:self._index + 1]
+        self._target = self._images[self._index : self._index + 1]
         self._target_array = self._read_only_image(self._index)
         self._canvas_array.fill(0.0)
         self._cursor = self._geometry.start
@@ -218,5 +220,6 @@ class PainterEnv(gym.Env):
             return None
         cursor = self._cursor if self._steps else None
         shape = self.painter.image_shape
-        return render_frame(self._target_array.reshape(shape), self._canvas_array.reshape(shape), cursor,
-                            self._geometry.patch_size)
+        return render_frame(
+            self._target_array.reshape(shape), self._canvas_array.reshape(shape), cursor, self._geometry.patch_size
+        )

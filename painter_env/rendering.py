@@ -29,10 +29,10 @@ def _residual_rgb(target: np.ndarray, canvas: np.ndarray) -> np.ndarray:
 
 def _outline(panel: np.ndarray, top: int, left: int, size: int, colour, thickness: int) -> None:
     bottom, right = top + size, left + size
-    panel[top:top + thickness, left:right] = colour
-    panel[bottom - thickness:bottom, left:right] = colour
-    panel[top:bottom, left:left + thickness] = colour
-    panel[top:bottom, right - thickness:right] = colour
+    panel[top : top + thickness, left:right] = colour
+    panel[bottom - thickness : bottom, left:right] = colour
+    panel[top:bottom, left : left + thickness] = colour
+    panel[top:bottom, right - thickness : right] = colour
 
 
 def render_frame(
@@ -53,7 +53,7 @@ def render_frame(
         thickness = max(1, scale // 4)
         for panel in panels:
             _outline(panel, top, left, patch_size * scale, WINDOW_COLOUR, thickness)
-            panel[top:top + 2 * thickness, left:left + 2 * thickness] = CURSOR_COLOUR
+            panel[top : top + 2 * thickness, left : left + 2 * thickness] = CURSOR_COLOUR
     height = panels[0].shape[0]
     gap = np.full((height, GAP, 3), 64, np.uint8)
     return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
@@ -66,7 +66,9 @@ def tile_frames(frames: list[np.ndarray], columns: int = 1) -> np.ndarray:
     grid = np.full((rows * (height + GAP) - GAP, columns * (width + GAP) - GAP, 3), 32, np.uint8)
     for index, frame in enumerate(frames):
         row, col = divmod(index, columns)
-        grid[row * (height + GAP):row * (height + GAP) + height, col * (width + GAP):col * (width + GAP) + width] = frame
+        grid[
+            row * (height + GAP) : row * (height + GAP) + height, col * (width + GAP) : col * (width + GAP) + width
+        ] = frame
     return grid
 
 
@@ -80,7 +82,12 @@ def gif_bytes(frames: list[np.ndarray], frame_seconds: float = 0.4, hold_last: i
     pictures += [pictures[-1]] * hold_last
     buffer = io.BytesIO()
     pictures[0].save(
-        buffer, format="GIF", save_all=True, append_images=pictures[1:],
-        duration=int(frame_seconds * 1000), loop=0, optimize=False,
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=pictures[1:],
+        duration=int(frame_seconds * 1000),
+        loop=0,
+        optimize=False,
     )
     return buffer.getvalue()

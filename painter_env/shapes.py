@@ -19,8 +19,18 @@ from decoders.dictionary import PatchDictionary
 from decoders.kernel import CanvasGeometry, decode
 
 SHAPE_NAMES = (
-    "square", "small_square", "disc", "small_disc", "ring", "triangle_up", "triangle_down",
-    "cross", "bar_0", "bar_45", "bar_90", "bar_135",
+    "square",
+    "small_square",
+    "disc",
+    "small_disc",
+    "ring",
+    "triangle_up",
+    "triangle_down",
+    "cross",
+    "bar_0",
+    "bar_45",
+    "bar_90",
+    "bar_135",
 )
 INTENSITY_RANGE = (0.4, 1.0)
 SPLIT_SIZES = {"train": 10000, "test": 2000}
@@ -49,7 +59,10 @@ def shape_masks(size: int) -> torch.Tensor:
         np.abs(dx) <= (y + 1) / 2,
         np.abs(dx) <= (size - y) / 2,
         (np.abs(dx) <= width) | (np.abs(dy) <= width),
-        bar(0), bar(45), bar(90), bar(135),
+        bar(0),
+        bar(45),
+        bar(90),
+        bar(135),
     ]
     return torch.from_numpy(np.stack(masks))
 

@@ -181,7 +181,9 @@ class PainterVectorEnv(VectorEnv):
         if painting is None:
             reward = self._paint_rows(actions, self._canvas, self._target, self._cursor, self._sse)
             if self._corners is not None:
-                self._corners.scatter_(1, self._steps.unsqueeze(1), corner_pixel(self._cursor, self._geometry).unsqueeze(1))
+                self._corners.scatter_(
+                    1, self._steps.unsqueeze(1), corner_pixel(self._cursor, self._geometry).unsqueeze(1)
+                )
             self._steps += 1
             return reward
         reward = torch.zeros(self.num_envs, device=self.device)
@@ -212,8 +214,10 @@ class PainterVectorEnv(VectorEnv):
         if not torch.equal(actions.clamp(min=self._lowest_action, max=self._highest_action), actions):
             bad = (actions < 0) | (actions >= self._nvec)
             env, component = (int(v) for v in bad.nonzero()[0])
-            raise ValueError(f"env {env}: " + invalid_action_message(component, int(actions[env, component]),
-                                                                      self.single_action_space.nvec))
+            raise ValueError(
+                f"env {env}: "
+                + invalid_action_message(component, int(actions[env, component]), self.single_action_space.nvec)
+            )
         return actions
 
     def _observation(self, force_copy: bool = False) -> dict:

@@ -15,7 +15,10 @@ SMALL_SHAPES = dict(dataset="shapes", image_size=12, patch_size=5, max_shapes=2,
 
 @pytest.fixture
 def mnist_root() -> Path:
-    if not (MNIST_ROOT / "t10k-images-idx3-ubyte.gz").is_file() and not (MNIST_ROOT / "t10k-images-idx3-ubyte").is_file():
+    if (
+        not (MNIST_ROOT / "t10k-images-idx3-ubyte.gz").is_file()
+        and not (MNIST_ROOT / "t10k-images-idx3-ubyte").is_file()
+    ):
         pytest.skip(f"MNIST test files not found in {MNIST_ROOT}")
     return MNIST_ROOT
 
@@ -32,7 +35,8 @@ def random_dictionary(
     )
 
 
-def random_actions(batch: int, steps: int, geometry: CanvasGeometry, dictionary: PatchDictionary,
-                   generator: torch.Generator) -> torch.Tensor:
+def random_actions(
+    batch: int, steps: int, geometry: CanvasGeometry, dictionary: PatchDictionary, generator: torch.Generator
+) -> torch.Tensor:
     highs = [geometry.num_moves, geometry.num_moves, dictionary.num_prototypes, dictionary.num_levels]
     return torch.stack([torch.randint(h, (batch, steps), generator=generator) for h in highs], dim=2)

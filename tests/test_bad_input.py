@@ -1,9 +1,9 @@
 """Bad input gets a clear error at ``make`` or ``step``, never a silent clamp."""
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
-import gymnasium
 
 import painter_env  # noqa: F401
 from decoders.dictionary import PatchDictionary
@@ -51,7 +51,9 @@ def test_out_of_range_actions_name_the_component(component, offset):
     env.reset(seed=0)
     action = np.zeros(4, dtype=np.int64)
     action[component] = -1 if offset < 0 else env.action_space.nvec[component]
-    with pytest.raises(ValueError, match=rf"component {component} .*allowed range 0\.\.{env.action_space.nvec[component] - 1}"):
+    with pytest.raises(
+        ValueError, match=rf"component {component} .*allowed range 0\.\.{env.action_space.nvec[component] - 1}"
+    ):
         env.step(action)
     batched = gymnasium.make_vec("Painter-v0", num_envs=3, **SMALL_SHAPES)
     batched.reset(seed=0)

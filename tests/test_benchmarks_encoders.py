@@ -11,17 +11,33 @@ from train.common.checkpoint import load_checkpoint
 
 def test_quick_run_scores_policy_and_greedy_per_estimator(tmp_path, capsys):
     out = tmp_path / "encoders.json"
-    rows = encoders.main(["--datasets", "shapes", "--estimators", "reinforce:self-critical,vimco",
-                          "--shapes-minutes", "0.03", "--eval-images", "16", "--workdir", str(tmp_path),
-                          "--json", str(out)])
+    rows = encoders.main(
+        [
+            "--datasets",
+            "shapes",
+            "--estimators",
+            "reinforce:self-critical,vimco",
+            "--shapes-minutes",
+            "0.03",
+            "--eval-images",
+            "16",
+            "--workdir",
+            str(tmp_path),
+            "--json",
+            str(out),
+        ]
+    )
     assert [row["encoder"] for row in rows] == [
-        "policy (reinforce:self-critical)", "greedy (dictionary of reinforce:self-critical)",
-        "policy (vimco)", "greedy (dictionary of vimco)",
+        "policy (reinforce:self-critical)",
+        "greedy (dictionary of reinforce:self-critical)",
+        "policy (vimco)",
+        "greedy (dictionary of vimco)",
     ]
     assert json.loads(out.read_text()) == rows
     for row in rows:
         assert row["num_images"] == 16 and 0 < row["optimal_return_fraction"] <= 1 + 1e-6
-    saved = load_checkpoint(tmp_path / "checkpoints" / "bench_shapes_reinforce_self-critical" / "checkpoint.pt",
-                            CHECKPOINT_KIND)
+    saved = load_checkpoint(
+        tmp_path / "checkpoints" / "bench_shapes_reinforce_self-critical" / "checkpoint.pt", CHECKPOINT_KIND
+    )
     assert (saved["args"]["estimator"], saved["args"]["baseline"]) == ("reinforce", "self-critical")
     assert "| shapes | policy (vimco) |" in capsys.readouterr().out

@@ -22,7 +22,7 @@ def test_conditional_matches_brute_force():
         brute = -beta * ((residual[image] - placed).square().flatten(1).sum(1) - residual[image].square().sum())
         wanted = torch.softmax(brute.double(), 0)
         got = torch.softmax(logits[image].double(), 0)
-        got = torch.cat([got[: model.null_code], got[model.null_code:].sum().view(1)])
+        got = torch.cat([got[: model.null_code], got[model.null_code :].sum().view(1)])
         torch.testing.assert_close(got, wanted, rtol=1e-5, atol=1e-7)
 
 
@@ -31,7 +31,7 @@ def test_placement_puts_prototype_at_its_position():
     k, i, j = 1, 2, 1
     image = model.reconstruct(torch.tensor([[k * model.num_positions + i * model.geometry.cols + j]])).detach()
     expected = torch.zeros(1, 6, 5)
-    expected[:, i:i + 3, j:j + 3] = model.prototypes.detach()[k]
+    expected[:, i : i + 3, j : j + 3] = model.prototypes.detach()[k]
     torch.testing.assert_close(image[0], expected)
 
 
@@ -41,7 +41,7 @@ def test_gibbs_steps_never_use_stale_residuals():
     images = torch.rand(3, 1, 6, 5, generator=generator)
     codes = torch.randint(model.null_code + 1, (3, 4), generator=generator)
     residual = images - model.reconstruct(codes).detach()
-    for sweep in range(3):
+    for _sweep in range(3):
         for component in range(4):
             before = codes.clone()
             model.gibbs_step(residual, codes, component, beta=2.0, generator=generator)
@@ -54,8 +54,9 @@ def test_gibbs_chain_reaches_exact_reconstruction_when_beta_is_large():
     model = tiny_model(components=2)
     truth = torch.tensor([[0 * model.num_positions + 4, 1 * model.num_positions + 7]])
     images = model.reconstruct(truth).detach()
-    codes, frames = model.gibbs(images, chains=4, sweeps=6, beta_start=1.0, beta_end=1e3,
-                                generator=torch.Generator().manual_seed(3), record=1)
+    codes, frames = model.gibbs(
+        images, chains=4, sweeps=6, beta_start=1.0, beta_end=1e3, generator=torch.Generator().manual_seed(3), record=1
+    )
     assert codes.shape == (1, 4, 2) and len(frames) == 6
     assert model.chain_sse(images, codes).min() < 1e-8
 
@@ -69,7 +70,12 @@ def test_kmeans_init_usage_entropy_and_reseeding():
     codes = torch.tensor([[[0, model.num_positions]], [[model.null_code, 1]]])
     usage = prototype_usage(codes, model)
     assert usage.tolist() == [2, 1, 0]
-    assert abs(usage_entropy(usage) - (-(2 / 3) * torch.tensor(2 / 3).log2() - (1 / 3) * torch.tensor(1 / 3).log2()).item()) < 1e-6
+    assert (
+        abs(
+            usage_entropy(usage) - (-(2 / 3) * torch.tensor(2 / 3).log2() - (1 / 3) * torch.tensor(1 / 3).log2()).item()
+        )
+        < 1e-6
+    )
     before = model.prototypes.detach().clone()
     assert reseed_unused(model, usage, images, torch.Generator().manual_seed(0)) == 1
     assert torch.equal(model.prototypes[:2], before[:2]) and not torch.equal(model.prototypes[2], before[2])

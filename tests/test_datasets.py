@@ -21,8 +21,12 @@ def write_idx(path, images: np.ndarray, compress: bool):
 
 @pytest.mark.parametrize(
     "split, expected",
-    [("test", ("test", slice(None))), ("test[:8000]", ("test", slice(None, 8000))),
-     ("test[8000:]", ("test", slice(8000, None))), ("train[-5:]", ("train", slice(-5, None)))],
+    [
+        ("test", ("test", slice(None))),
+        ("test[:8000]", ("test", slice(None, 8000))),
+        ("test[8000:]", ("test", slice(8000, None))),
+        ("train[-5:]", ("train", slice(-5, None))),
+    ],
 )
 def test_split_parsing(split, expected):
     assert parse_split(split) == expected

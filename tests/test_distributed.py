@@ -20,23 +20,60 @@ from tqdm import tqdm
 import train.reinforce as reinforce
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--image-size", "12", "--patch-size", "4", "--steps", "2", "--samples", "2", "--eval-images", "8",
-        "--log-every", "2", "--image-every", "2", "--save-every", "2", "--hidden-size", "16",
-        "--estimator", "reinforce", "--baseline", "moving-average"]
+TINY = [
+    "--image-size",
+    "12",
+    "--patch-size",
+    "4",
+    "--steps",
+    "2",
+    "--samples",
+    "2",
+    "--eval-images",
+    "8",
+    "--log-every",
+    "2",
+    "--image-every",
+    "2",
+    "--save-every",
+    "2",
+    "--hidden-size",
+    "16",
+    "--estimator",
+    "reinforce",
+    "--baseline",
+    "moving-average",
+]
 # A 1-channel convolution's bias adds the same constant to every position's logit: the softmax over
 # positions ignores it, its exact gradient is 0, and Adam turns rounding noise there into lr-sized steps.
 IGNORED = {"position_head.bias"}
 
 
 def _argv(tmp_path, name, *extra):
-    return [*TINY, "--logdir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck"), "--run-name", name,
-            "--metrics-json", str(tmp_path / f"{name}.json"), *extra]
+    return [
+        *TINY,
+        "--logdir",
+        str(tmp_path / "runs"),
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+        "--run-name",
+        name,
+        "--metrics-json",
+        str(tmp_path / f"{name}.json"),
+        *extra,
+    ]
 
 
 def _torchrun(*target, timeout=240):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           *target], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *target],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _free_port() -> int:
@@ -47,8 +84,9 @@ def _free_port() -> int:
 
 def _rank(rank, port, argv, stderr_dir):
     """One rank of a 2-process run with torchrun's environment variables; rank 1 fails in iteration 3."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE="2")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
+    )
     # A forked rank inherits tqdm's write lock, a semaphore shared with the parent: a rank stopped
     # while it holds the lock (as the surviving rank is when the other fails) would leave the parent
     # waiting for it forever in its next progress bar. Each rank gets a lock of its own.
@@ -78,11 +116,23 @@ def runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("distributed")
     # forked ranks skip the slow start of fresh interpreters; the resume goes through torchrun itself
     with pytest.raises(mp.ProcessRaisedException, match="injected failure"):
-        mp.start_processes(_rank, (_free_port(), _argv(tmp_path, "ddp", "--batch-size", "4", "--iterations", "4"),
-                                   tmp_path), nprocs=2, start_method="fork")
+        mp.start_processes(
+            _rank,
+            (_free_port(), _argv(tmp_path, "ddp", "--batch-size", "4", "--iterations", "4"), tmp_path),
+            nprocs=2,
+            start_method="fork",
+        )
     failed_checkpoint = _checkpoint(tmp_path, "ddp")
-    resumed = _torchrun("-m", "train.reinforce", "--resume", str(tmp_path / "ck" / "ddp" / "checkpoint.pt"),
-                        "--iterations", "4", "--metrics-json", str(tmp_path / "ddp.json"))
+    resumed = _torchrun(
+        "-m",
+        "train.reinforce",
+        "--resume",
+        str(tmp_path / "ck" / "ddp" / "checkpoint.pt"),
+        "--iterations",
+        "4",
+        "--metrics-json",
+        str(tmp_path / "ddp.json"),
+    )
     reinforce.main(_argv(tmp_path, "single", "--batch-size", "8", "--shards", "2", "--iterations", "4"))
     return tmp_path, (tmp_path / "rank1.err").read_text(), failed_checkpoint, resumed
 

@@ -6,9 +6,9 @@ import warnings
 import gymnasium
 import numpy as np
 import pytest
+from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import painter_env  # noqa: F401  (registers Painter-v0)
@@ -106,15 +106,25 @@ def test_render_draws_target_canvas_and_residual_side_by_side():
 
 @settings(max_examples=15, deadline=None)
 @given(
-    image_size=st.integers(4, 20), patch_size=st.integers(1, 6), num_levels=st.integers(1, 4),
-    move_radius=st.integers(0, 8), max_steps=st.integers(1, 10), seed=st.integers(0, 1000),
+    image_size=st.integers(4, 20),
+    patch_size=st.integers(1, 6),
+    num_levels=st.integers(1, 4),
+    move_radius=st.integers(0, 8),
+    max_steps=st.integers(1, 10),
+    seed=st.integers(0, 1000),
 )
-def test_returns_equal_the_sse_drop_over_random_configurations(image_size, patch_size, num_levels, move_radius,
-                                                               max_steps, seed):
+def test_returns_equal_the_sse_drop_over_random_configurations(
+    image_size, patch_size, num_levels, move_radius, max_steps, seed
+):
     patch_size = min(patch_size, image_size)
     env = gymnasium.make(
-        "Painter-v0", split="train[:8]", image_size=image_size, patch_size=patch_size, num_levels=num_levels,
-        move_radius=move_radius, max_steps=max_steps,
+        "Painter-v0",
+        split="train[:8]",
+        image_size=image_size,
+        patch_size=patch_size,
+        num_levels=num_levels,
+        move_radius=move_radius,
+        max_steps=max_steps,
     )
     observation, info = env.reset(seed=seed)
     env.action_space.seed(seed)

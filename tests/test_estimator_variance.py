@@ -8,17 +8,55 @@ import math
 from benchmarks import estimator_variance
 from train import reinforce
 
-TINY = ["--image-size", "12", "--patch-size", "4", "--steps", "2", "--batch-size", "4", "--samples", "2",
-        "--eval-images", "8", "--split", "test", "--eval-split", "test"]
+TINY = [
+    "--image-size",
+    "12",
+    "--patch-size",
+    "4",
+    "--steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--samples",
+    "2",
+    "--eval-images",
+    "8",
+    "--split",
+    "test",
+    "--eval-split",
+    "test",
+]
 
 
 def test_rows_for_every_estimator_at_one_checkpoint(tmp_path, capsys):
-    reinforce.main(TINY + ["--iterations", "2", "--run-name", "tiny", "--logdir", str(tmp_path / "runs"),
-                           "--checkpoint-dir", str(tmp_path / "ck")])
+    reinforce.main(
+        TINY
+        + [
+            "--iterations",
+            "2",
+            "--run-name",
+            "tiny",
+            "--logdir",
+            str(tmp_path / "runs"),
+            "--checkpoint-dir",
+            str(tmp_path / "ck"),
+        ]
+    )
     out = tmp_path / "variance.json"
-    result = estimator_variance.main(["--checkpoint", str(tmp_path / "ck" / "tiny" / "checkpoint.pt"),
-                                      "--replicates", "6", "--batch-size", "4", "--samples", "3",
-                                      "--json", str(out)])
+    result = estimator_variance.main(
+        [
+            "--checkpoint",
+            str(tmp_path / "ck" / "tiny" / "checkpoint.pt"),
+            "--replicates",
+            "6",
+            "--batch-size",
+            "4",
+            "--samples",
+            "3",
+            "--json",
+            str(out),
+        ]
+    )
     rows = {row["estimator"]: row for row in result["rows"]}
     assert list(rows) == list(estimator_variance.ESTIMATORS)
     assert rows["reinforce (loo)"]["ratio_to_reinforce_loo"] == 1.0

@@ -19,7 +19,16 @@ import pytest
 import torch
 
 from agents.estimators import SampleBatch, iw, reinforce, returns_to_go, vimco
-from decoders.kernel import CanvasGeometry, decode, move_cursor, paint_, patch_ids, position_index, table_on, window_index
+from decoders.kernel import (
+    CanvasGeometry,
+    decode,
+    move_cursor,
+    paint_,
+    patch_ids,
+    position_index,
+    table_on,
+    window_index,
+)
 
 GEOMETRY = CanvasGeometry(4, 4, 2, 1)
 K, STEPS, BETA = 2, 2, 1.0
@@ -62,8 +71,15 @@ def _problem():
     jac_q = torch.cat([jac_q[0].flatten(2), jac_q[1].flatten(2)], dim=2)  # (P, T, D_e)
     jac_sse = torch.autograd.functional.jacobian(sse_table, values, vectorize=True).flatten(1)  # (P, D_m)
     return dict(
-        theta=(theta1, theta2), values=values, log_q=log_q, sse=sse, rewards=rewards,
-        jac_q=jac_q, jac_sse=jac_sse, sse0=float(target.square().sum()), first=pairs[:, 0],
+        theta=(theta1, theta2),
+        values=values,
+        log_q=log_q,
+        sse=sse,
+        rewards=rewards,
+        jac_q=jac_q,
+        jac_sse=jac_sse,
+        sse0=float(target.square().sum()),
+        first=pairs[:, 0],
     )
 
 
@@ -100,8 +116,13 @@ def _replicate_gradients(estimator, samples: int, replicates: int, seed: int, **
     log_probs = PROBLEM["log_q"].detach()[index].clone().requires_grad_()
     sse = PROBLEM["sse"].detach()[index].clone().requires_grad_()
     reference = kwargs.pop("reference_table", None)
-    batch = SampleBatch(log_probs, PROBLEM["rewards"][index], sse, values=kwargs.pop("values_table", None),
-                        reference_rewards=None if reference is None else reference.expand(replicates, -1))
+    batch = SampleBatch(
+        log_probs,
+        PROBLEM["rewards"][index],
+        sse,
+        values=kwargs.pop("values_table", None),
+        reference_rewards=None if reference is None else reference.expand(replicates, -1),
+    )
     if batch.values is not None:
         batch.values = batch.values[index]
     surrogate = estimator(batch, beta=BETA, **kwargs)
@@ -170,7 +191,8 @@ def _expected_gradient_over_sample_pairs(estimator, **kwargs) -> torch.Tensor:
     weighted = (weight_q * probability.view(-1, 1, 1)).flatten()
     encoder = torch.zeros(programs * STEPS, dtype=torch.float64).scatter_add_(0, slots, weighted)
     decoder = torch.zeros(programs, dtype=torch.float64).scatter_add_(
-        0, index.flatten(), (weight_sse * probability.view(-1, 1)).flatten())
+        0, index.flatten(), (weight_sse * probability.view(-1, 1)).flatten()
+    )
     return -torch.cat([encoder @ PROBLEM["jac_q"].reshape(programs * STEPS, -1), decoder @ PROBLEM["jac_sse"]])
 
 
@@ -206,9 +228,12 @@ def test_gradient_variance_ordering():
     variance = {
         name: float(_replicate_gradients(fn, samples=4, replicates=8000, seed=4, **kwargs)[:, :encoder].var(0).sum())
         for name, fn, kwargs in (
-            ("reinforce-none", reinforce, {"baseline": "none"}), ("reinforce-loo", reinforce, {}),
-            ("iw", iw, {}), ("iw-step", iw, {"per_step": True}),
-            ("vimco-step", vimco, {"per_step": True}), ("vimco", vimco, {}),
+            ("reinforce-none", reinforce, {"baseline": "none"}),
+            ("reinforce-loo", reinforce, {}),
+            ("iw", iw, {}),
+            ("iw-step", iw, {"per_step": True}),
+            ("vimco-step", vimco, {"per_step": True}),
+            ("vimco", vimco, {}),
         )
     }
     print("encoder gradient variance (trace), S=4:", variance)

@@ -17,18 +17,51 @@ from painter_env.config import PainterConfig, build_painter
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("evaluate")
-    metrics = reinforce.main([
-        "--image-size", "12", "--patch-size", "4", "--steps", "3", "--batch-size", "4", "--samples", "2",
-        "--iterations", "1", "--eval-images", "10", "--hidden-size", "16", "--run-name", "tiny",
-        "--logdir", str(folder / "runs"), "--checkpoint-dir", str(folder / "ck"),
-    ])
+    metrics = reinforce.main(
+        [
+            "--image-size",
+            "12",
+            "--patch-size",
+            "4",
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--samples",
+            "2",
+            "--iterations",
+            "1",
+            "--eval-images",
+            "10",
+            "--hidden-size",
+            "16",
+            "--run-name",
+            "tiny",
+            "--logdir",
+            str(folder / "runs"),
+            "--checkpoint-dir",
+            str(folder / "ck"),
+        ]
+    )
     return folder, folder / "ck" / "tiny" / "checkpoint.pt", metrics
 
 
 def test_policy_scores_like_the_trainer_and_writes_json_and_gif(trained):
     folder, checkpoint, trainer_metrics = trained
-    out = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "policy", "--num-images", "10",
-                         "--metrics-json", str(folder / "policy.json"), "--gif", str(folder / "rollout.gif")])
+    out = evaluate.main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--encoder",
+            "policy",
+            "--num-images",
+            "10",
+            "--metrics-json",
+            str(folder / "policy.json"),
+            "--gif",
+            str(folder / "rollout.gif"),
+        ]
+    )
     assert out["sse"] == pytest.approx(trainer_metrics["sse"], rel=1e-5)
     written = json.loads((folder / "policy.json").read_text())
     for key in ("sse", "psnr", "bits_per_image", "images_per_second", "num_images", "optimal_return_fraction"):
@@ -52,7 +85,9 @@ def test_greedy_needs_no_checkpoint():
 def test_gibbs_refines_the_policy_programs(trained):
     pytest.importorskip("agents.gibbs")
     _, checkpoint, _ = trained
-    out = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "gibbs", "--num-images", "6", "--gibbs-sweeps", "1"])
+    out = evaluate.main(
+        ["--checkpoint", str(checkpoint), "--encoder", "gibbs", "--num-images", "6", "--gibbs-sweeps", "1"]
+    )
     assert out["num_images"] == 6
 
 
@@ -70,6 +105,7 @@ def test_bad_requests_raise_value_errors(trained):
 def test_best_of_n_policy_is_never_worse(trained):
     _, checkpoint, _ = trained
     one = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "policy", "--num-images", "10"])
-    best = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "policy", "--num-images", "10",
-                          "--policy-samples", "4"])
+    best = evaluate.main(
+        ["--checkpoint", str(checkpoint), "--encoder", "policy", "--num-images", "10", "--policy-samples", "4"]
+    )
     assert best["sse"] <= one["sse"] + 1e-6

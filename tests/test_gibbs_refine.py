@@ -12,8 +12,12 @@ def tiny_setup(move_radius: int, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     geometry = CanvasGeometry(6, 6, 3, move_radius)
     mask = torch.rand(3, 1, 3, 3, generator=generator) > 0.3
-    dictionary = PatchDictionary(torch.rand(3, 1, 3, 3, generator=generator),
-                                 0.3 * torch.randn(3, 1, 3, 3, generator=generator), mask, num_levels=2)
+    dictionary = PatchDictionary(
+        torch.rand(3, 1, 3, 3, generator=generator),
+        0.3 * torch.randn(3, 1, 3, 3, generator=generator),
+        mask,
+        num_levels=2,
+    )
     targets = torch.rand(4, 1, 6, 6, generator=generator)
     moves = torch.randint(2 * move_radius + 1, (4, 5, 2), generator=generator)
     kinds = torch.randint(3, (4, 5, 1), generator=generator)
@@ -32,11 +36,13 @@ def test_conditional_matches_brute_force_replacement():
             for patch in range(6):
                 for i in range(geometry.rows):
                     for j in range(geometry.cols):
-                        new_path, new_ids = path[image:image + 1].clone(), ids[image:image + 1].clone()
+                        new_path, new_ids = path[image : image + 1].clone(), ids[image : image + 1].clone()
                         new_path[0, step] = torch.tensor([i, j])
                         new_ids[0, step] = patch
                         program = positions_to_actions(new_path, new_ids, 2, geometry)
-                        brute[patch, i, j] = -program_sse(targets[image:image + 1], program, values, support, 2, geometry)[0]
+                        brute[patch, i, j] = -program_sse(
+                            targets[image : image + 1], program, values, support, 2, geometry
+                        )[0]
             difference = rewards[image] - brute
             torch.testing.assert_close(difference, difference.mean().expand_as(difference), rtol=0, atol=1e-4)
 
@@ -51,22 +57,34 @@ def test_reexpressed_program_resolves_clamped_moves_identically():
     rewritten = positions_to_actions(path, patch_ids(actions, 1), 1, geometry)
     assert not torch.equal(rewritten, actions)
     assert torch.equal(cursor_path(rewritten, geometry), path)
-    torch.testing.assert_close(decode(rewritten, values, support, 1, geometry), decode(actions, values, support, 1, geometry))
+    torch.testing.assert_close(
+        decode(rewritten, values, support, 1, geometry), decode(actions, values, support, 1, geometry)
+    )
 
 
 def test_refinement_with_short_moves_keeps_moves_valid_and_never_worsens():
     geometry, dictionary, targets, actions = tiny_setup(move_radius=1, seed=1)
     values, support = dictionary.patches()
-    refined = refine_programs(targets, actions, dictionary, geometry, sweeps=3, beta_start=0.5, beta_end=50.0,
-                              generator=torch.Generator().manual_seed(0))
+    refined = refine_programs(
+        targets,
+        actions,
+        dictionary,
+        geometry,
+        sweeps=3,
+        beta_start=0.5,
+        beta_end=50.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert refined.shape == actions.shape and refined.dtype == torch.long
     assert ((refined[..., :2] >= 0) & (refined[..., :2] <= 2)).all()
     start = torch.tensor(geometry.start).expand(4, 1, 2)
     path = cursor_path(refined, geometry)
     unclamped = torch.cat([start, path[:, :-1]], dim=1) + refined[..., :2] - geometry.move_radius
     assert torch.equal(path, unclamped)
-    assert (program_sse(targets, refined, values, support, 2, geometry)
-            <= program_sse(targets, actions, values, support, 2, geometry) + 1e-5).all()
+    assert (
+        program_sse(targets, refined, values, support, 2, geometry)
+        <= program_sse(targets, actions, values, support, 2, geometry) + 1e-5
+    ).all()
 
 
 def test_refinement_improves_greedy_and_zero_sweeps_changes_nothing():
@@ -76,6 +94,8 @@ def test_refinement_improves_greedy_and_zero_sweeps_changes_nothing():
     before = program_sse(targets, greedy, values, support, 2, geometry)
     same = refine_programs(targets, greedy, dictionary, geometry, sweeps=0)
     torch.testing.assert_close(program_sse(targets, same, values, support, 2, geometry), before)
-    refined = refine_programs(targets, greedy, dictionary, geometry, sweeps=4, generator=torch.Generator().manual_seed(1))
+    refined = refine_programs(
+        targets, greedy, dictionary, geometry, sweeps=4, generator=torch.Generator().manual_seed(1)
+    )
     after = program_sse(targets, refined, values, support, 2, geometry)
     assert (after <= before + 1e-5).all() and after.mean() < before.mean() - 1e-3

@@ -25,7 +25,9 @@ from tests.conftest import random_actions, random_dictionary
 
 def reference_paint(target, dictionary, actions, geometry):
     """Pixel loops in Python: move, clamp, then copy the patch where its mask is set."""
-    mean, basis, mask, levels = (t.detach().numpy() for t in (dictionary.mean, dictionary.basis, dictionary.mask, dictionary.levels))
+    mean, basis, mask, levels = (
+        t.detach().numpy() for t in (dictionary.mean, dictionary.basis, dictionary.mask, dictionary.levels)
+    )
     canvases, rewards = [], []
     for image, program in zip(target.numpy(), actions.numpy()):
         canvas = np.zeros_like(image)
@@ -53,17 +55,24 @@ def paint_program(target, dictionary, actions, geometry):
     cursor = torch.tensor(geometry.start).repeat(target.shape[0], 1)
     rewards = []
     for t in range(actions.shape[1]):
-        cursor, reward = act_(canvas, target.flatten(2), cursor, actions[:, t], values, support,
-                              dictionary.num_levels, geometry)
+        cursor, reward = act_(
+            canvas, target.flatten(2), cursor, actions[:, t], values, support, dictionary.num_levels, geometry
+        )
         rewards.append(reward)
     return canvas.view_as(target), torch.stack(rewards, 1)
 
 
 @settings(max_examples=25, deadline=None)
 @given(
-    height=st.integers(3, 10), width=st.integers(3, 10), patch=st.integers(1, 4), radius=st.integers(0, 4),
-    channels=st.sampled_from([1, 3]), prototypes=st.integers(1, 4), levels=st.integers(1, 3),
-    steps=st.integers(1, 6), seed=st.integers(0, 2**31 - 1),
+    height=st.integers(3, 10),
+    width=st.integers(3, 10),
+    patch=st.integers(1, 4),
+    radius=st.integers(0, 4),
+    channels=st.sampled_from([1, 3]),
+    prototypes=st.integers(1, 4),
+    levels=st.integers(1, 3),
+    steps=st.integers(1, 6),
+    seed=st.integers(0, 2**31 - 1),
 )
 def test_kernel_matches_reference_compositing(height, width, patch, radius, channels, prototypes, levels, steps, seed):
     patch = min(patch, height, width)

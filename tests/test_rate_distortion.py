@@ -9,11 +9,29 @@ from tests.conftest import MNIST_ROOT
 
 
 def test_quick_mode_writes_every_row_json_and_png(tmp_path, capsys, mnist_root):
-    result = rate_distortion.main(["--data-root", str(mnist_root), "--quick", "--json", str(tmp_path / "rd.json"),
-                                   "--plot", str(tmp_path / "rd.png")])
+    result = rate_distortion.main(
+        [
+            "--data-root",
+            str(mnist_root),
+            "--quick",
+            "--json",
+            str(tmp_path / "rd.json"),
+            "--plot",
+            str(tmp_path / "rd.png"),
+        ]
+    )
     names = [entry["name"] for entry in result["rows"]]
-    for expected in ("mean image", "PCA E=20", "k-means K=256", "greedy painter T=16", "greedy + Gibbs painter T=16",
-                     "LLGAE K=11 E=20", "CGAE-Gibbs H=16", "VQ-VAE 7x7", "VAE kl-beta=1"):
+    for expected in (
+        "mean image",
+        "PCA E=20",
+        "k-means K=256",
+        "greedy painter T=16",
+        "greedy + Gibbs painter T=16",
+        "LLGAE K=11 E=20",
+        "CGAE-Gibbs H=16",
+        "VQ-VAE 7x7",
+        "VAE kl-beta=1",
+    ):
         assert expected in names
     rows = {entry["name"]: entry for entry in result["rows"]}
     assert rows["greedy + Gibbs painter T=8"]["sse"] <= rows["greedy painter T=8"]["sse"] + 1e-6

@@ -13,13 +13,42 @@ import painter_env  # noqa: F401
 import train.reinforce as reinforce
 from train.common.tensorboard import claim_run_name
 
-TINY = ["--image-size", "12", "--patch-size", "4", "--steps", "2", "--batch-size", "4", "--samples", "2",
-        "--eval-images", "8", "--log-every", "2", "--image-every", "2", "--save-every", "2", "--hidden-size", "16"]
+TINY = [
+    "--image-size",
+    "12",
+    "--patch-size",
+    "4",
+    "--steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--samples",
+    "2",
+    "--eval-images",
+    "8",
+    "--log-every",
+    "2",
+    "--image-every",
+    "2",
+    "--save-every",
+    "2",
+    "--hidden-size",
+    "16",
+]
 
 
 def _run(tmp_path, name, *extra):
-    argv = TINY + ["--logdir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck"),
-                   "--run-name", name, "--metrics-json", str(tmp_path / f"{name}.json"), *extra]
+    argv = TINY + [
+        "--logdir",
+        str(tmp_path / "runs"),
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+        "--run-name",
+        name,
+        "--metrics-json",
+        str(tmp_path / f"{name}.json"),
+        *extra,
+    ]
     return reinforce.main(argv)
 
 
@@ -40,16 +69,24 @@ def test_checkpoint_loads_with_weights_only_and_builds_an_env(uninterrupted):
     for key in ("dictionary", "env_config", "policy_config", "policy", "optimizer", "rng", "iteration"):
         assert key in payload
     assert payload["iteration"] == 4
-    env = gymnasium.make("Painter-v0", dictionary=str(tmp_path / "ck" / "full" / "checkpoint.pt"),
-                         image_size=12, patch_size=4)
+    env = gymnasium.make(
+        "Painter-v0", dictionary=str(tmp_path / "ck" / "full" / "checkpoint.pt"), image_size=12, patch_size=4
+    )
     assert env.unwrapped.painter.dictionary.num_prototypes == 12
 
 
 def test_metrics_json_has_the_standard_figures(uninterrupted):
     tmp_path, metrics = uninterrupted
     written = json.loads((tmp_path / "full.json").read_text())
-    for key in ("sse", "psnr", "bits_per_image", "images_per_second", "num_images", "wall_seconds",
-                "optimal_return_fraction"):
+    for key in (
+        "sse",
+        "psnr",
+        "bits_per_image",
+        "images_per_second",
+        "num_images",
+        "wall_seconds",
+        "optimal_return_fraction",
+    ):
         assert key in written
     assert written["num_images"] == 8 and written["sse"] == pytest.approx(metrics["sse"])
 
@@ -58,8 +95,15 @@ def test_tensorboard_has_scalars_images_and_an_animated_rollout(uninterrupted):
     tmp_path, _ = uninterrupted
     events = EventAccumulator(str(tmp_path / "runs" / "full"), size_guidance={"images": 0}).Reload()
     tags = events.Tags()
-    for scalar in ("charts/sse", "charts/optimal_return_fraction", "losses/encoder", "policy/entropy",
-                   "policy/gradient_variance", "dictionary/usage_entropy_bits", "eval/sse"):
+    for scalar in (
+        "charts/sse",
+        "charts/optimal_return_fraction",
+        "losses/encoder",
+        "policy/entropy",
+        "policy/gradient_variance",
+        "dictionary/usage_entropy_bits",
+        "eval/sse",
+    ):
         assert scalar in tags["scalars"], scalar
     for image in ("images/targets", "images/reconstructions", "dictionary/patches", "rollouts/painting"):
         assert image in tags["images"], image
@@ -102,8 +146,19 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(uninterrupted, tmp_path,
 
 @pytest.mark.parametrize("estimator", ["reinforce", "vimco"])
 def test_other_estimators_train_and_freeze_keeps_the_dictionary(tmp_path, estimator):
-    _run(tmp_path, estimator, "--iterations", "2", "--estimator", estimator, "--freeze-dictionary",
-         "--baseline", "value", "--entropy-coef", "0.01")
+    _run(
+        tmp_path,
+        estimator,
+        "--iterations",
+        "2",
+        "--estimator",
+        estimator,
+        "--freeze-dictionary",
+        "--baseline",
+        "value",
+        "--entropy-coef",
+        "0.01",
+    )
     payload = _checkpoint(tmp_path, estimator)
     start = gymnasium.make("Painter-v0", image_size=12, patch_size=4).unwrapped.painter.dictionary
     assert torch.equal(payload["dictionary"]["state"]["mean"], start.mean.detach())

@@ -216,8 +216,9 @@ def test_infos_without_ground_truth_programs_carry_the_sse_alone(tmp_path):
     rng = np.random.default_rng(0)
     for number in range(3):
         Image.fromarray((rng.random((10, 10)) * 255).astype(np.uint8)).save(tmp_path / f"{number}.png")
-    adapter = PainterVecEnv(2, dataset=f"folder:{tmp_path}", split="all", image_size=10, patch_size=3,
-                            max_steps=2, num_prototypes=4)
+    adapter = PainterVecEnv(
+        2, dataset=f"folder:{tmp_path}", split="all", image_size=10, patch_size=3, max_steps=2, num_prototypes=4
+    )
     adapter.seed(0)
     adapter.reset()
     assert [set(info) for info in adapter.reset_infos] == [{"sse"}] * 2

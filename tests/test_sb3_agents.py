@@ -40,8 +40,10 @@ def test_extractor_handles_small_images(size, patch, channels):
         observation_space = spaces.Dict({**observation_space.spaces, "target": image, "canvas": image})
     extractor = PainterExtractor(observation_space, cnn_features=16, channels=4)
     assert extractor.image_shape == (channels, size, size)
-    batch = {key: torch.as_tensor(np.stack([observation_space[key].sample() for _ in range(5)]))
-             for key in observation_space.spaces}
+    batch = {
+        key: torch.as_tensor(np.stack([observation_space[key].sample() for _ in range(5)]))
+        for key in observation_space.spaces
+    }
     features = extractor(preprocess_obs(batch, observation_space))
     assert features.shape == (5, extractor.features_dim)
     assert torch.isfinite(features).all()
@@ -103,8 +105,9 @@ def test_matched_filter_scores_with_the_patches_of_a_loaded_state_dict():
 def test_matched_filter_argmax_is_greedy_searchs_action(move_radius):
     venv = PainterVecEnv(64, **{**SMALL, "move_radius": move_radius})
     painter = venv.painter
-    extractor = PainterExtractor(venv.observation_space,
-                                 **painter_policy_kwargs(painter=painter)["features_extractor_kwargs"])
+    extractor = PainterExtractor(
+        venv.observation_space, **painter_policy_kwargs(painter=painter)["features_extractor_kwargs"]
+    )
     venv.seed(0)
     observation = venv.reset()
     targets = torch.as_tensor(observation["target"]).view(-1, *painter.data.images.shape[1:])
@@ -119,8 +122,10 @@ def test_matched_filter_argmax_is_greedy_searchs_action(move_radius):
         top2 = rewards.flatten(1).topk(2).values
         unique = top2[:, 0] > top2[:, 1] + 1e-4  # factorised argmaxes may mix two equally good placements
         chosen = matched_argmax(extractor, observation, venv.observation_space, painter)
-        same_place = (move_cursor(cursor, chosen[:, :2], painter.geometry)
-                      == move_cursor(cursor, greedy[:, step, :2], painter.geometry)).all(1)
+        same_place = (
+            move_cursor(cursor, chosen[:, :2], painter.geometry)
+            == move_cursor(cursor, greedy[:, step, :2], painter.geometry)
+        ).all(1)
         same = same_place & (chosen[:, 2:] == greedy[:, step, 2:]).all(1)
         assert bool(same[unique].all())
         compared += int(unique.sum())
@@ -130,8 +135,7 @@ def test_matched_filter_argmax_is_greedy_searchs_action(move_radius):
 
 def test_policy_started_from_the_matched_filter_paints_like_greedy_and_survives_save_load(tmp_path):
     venv = PainterVecEnv(64, horizon_is_terminal=True, **SMALL)
-    policy = painter_policy_kwargs(cnn_features=32, channels=8, painter=venv.painter,
-                                   net_arch=dict(pi=[], vf=[16]))
+    policy = painter_policy_kwargs(cnn_features=32, channels=8, painter=venv.painter, net_arch=dict(pi=[], vf=[16]))
     started = PPO(PainterMultiInputPolicy, venv, policy_kwargs=policy, n_steps=8, batch_size=256, seed=0)
     plain = PPO("MultiInputPolicy", venv, policy_kwargs=policy, seed=0)
     start_from_matched_filter(started.policy)
@@ -144,8 +148,10 @@ def test_policy_started_from_the_matched_filter_paints_like_greedy_and_survives_
         return float(sse_per_image(targets, canvases).mean())
 
     blank = float(targets.square().flatten(1).sum(1).mean())
-    gained = {name: blank - sse(policy_programs(model, targets, venv.painter))
-              for name, model in (("started", started), ("plain", plain))}
+    gained = {
+        name: blank - sse(policy_programs(model, targets, venv.painter))
+        for name, model in (("started", started), ("plain", plain))
+    }
     # Ties between equally good placements cost the factorised head some of greedy's gain; an
     # untrained head without the start paints at random (it loses SSE on average).
     assert gained["started"] > 0.8 * (blank - sse(greedy))
@@ -174,8 +180,15 @@ def test_dqn_runs_with_flattened_actions_single_and_batched():
     single = FlattenMultiDiscrete(HorizonIsTerminal(gym.make("Painter-v0", **SMALL)))
     batched = PainterVecEnv(8, flatten_actions=True, horizon_is_terminal=True, **SMALL)
     for env in (single, batched):
-        model = DQN("MultiInputPolicy", env, policy_kwargs=SMALL_POLICY, learning_starts=64, buffer_size=1000,
-                    batch_size=32, seed=0).learn(300)
+        model = DQN(
+            "MultiInputPolicy",
+            env,
+            policy_kwargs=SMALL_POLICY,
+            learning_starts=64,
+            buffer_size=1000,
+            batch_size=32,
+            seed=0,
+        ).learn(300)
         assert model.num_timesteps >= 300
         assert model.action_space.n == 5 * 5 * 12 * 3
 
@@ -192,8 +205,18 @@ def episode_returns(venv: PainterVecEnv, choose, seeds) -> np.ndarray:
 def test_ppo_beats_a_random_policy_on_tiny_shapes():
     venv = PainterVecEnv(64, horizon_is_terminal=True, **TINY)
     venv.seed(0)
-    model = PPO("MultiInputPolicy", venv, n_steps=4, batch_size=128, n_epochs=4, learning_rate=1e-3, gamma=1.0,
-                ent_coef=0.01, policy_kwargs=painter_policy_kwargs(cnn_features=64, channels=8), seed=0)
+    model = PPO(
+        "MultiInputPolicy",
+        venv,
+        n_steps=4,
+        batch_size=128,
+        n_epochs=4,
+        learning_rate=1e-3,
+        gamma=1.0,
+        ent_coef=0.01,
+        policy_kwargs=painter_policy_kwargs(cnn_features=64, channels=8),
+        seed=0,
+    )
     evaluation = PainterVecEnv(256, **TINY)
     rng = np.random.default_rng(0)
     seeds = [1, 2, 3, 4]

@@ -12,10 +12,28 @@ from benchmarks import sb3_throughput
 def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
     threads = torch.get_num_threads()
     try:
-        results = sb3_throughput.main(["--n-envs", "4", "--backends", "batched", "dummy", "--rollouts", "1",
-                                       "--repeats", "1", "--image-size", "12",
-                                       "--hyperparams", "n_steps=2", "--policies", "config", "mlp",
-                                       "--json", str(tmp_path / "sb3.json")])
+        results = sb3_throughput.main(
+            [
+                "--n-envs",
+                "4",
+                "--backends",
+                "batched",
+                "dummy",
+                "--rollouts",
+                "1",
+                "--repeats",
+                "1",
+                "--image-size",
+                "12",
+                "--hyperparams",
+                "n_steps=2",
+                "--policies",
+                "config",
+                "mlp",
+                "--json",
+                str(tmp_path / "sb3.json"),
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     written = json.loads((tmp_path / "sb3.json").read_text())
@@ -25,7 +43,10 @@ def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
     assert batched["policy"] == dummy["policy"] == "PainterMultiInputPolicy(PainterExtractor + matched filter)"
     assert mlp_batched["policy"] == mlp_dummy["policy"] == "PainterMultiInputPolicy(CombinedExtractor)"
     assert batched["collect_speedup"] == batched["collect_steps_per_second"] / dummy["collect_steps_per_second"]
-    assert mlp_batched["collect_speedup"] == mlp_batched["collect_steps_per_second"] / mlp_dummy["collect_steps_per_second"]
+    assert (
+        mlp_batched["collect_speedup"]
+        == mlp_batched["collect_steps_per_second"] / mlp_dummy["collect_steps_per_second"]
+    )
     assert mlp_batched["collect_speedup_paired"] == pytest.approx(mlp_batched["collect_speedup"])  # one repeat
     assert mlp_batched["compared_with"] == "dummy, 1 thread"
     assert "| 4 | batched | 1 | PainterMultiInputPolicy(CombinedExtractor)" in capsys.readouterr().out
@@ -34,9 +55,28 @@ def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
 def test_each_backend_is_compared_at_its_fastest_thread_count(tmp_path):
     threads = torch.get_num_threads()
     try:
-        results = sb3_throughput.main(["--n-envs", "4", "--backends", "batched", "dummy", "--rollouts", "1",
-                                       "--repeats", "1", "--image-size", "12", "--hyperparams", "n_steps=2",
-                                       "--policies", "mlp", "--threads", "1", "2"])
+        results = sb3_throughput.main(
+            [
+                "--n-envs",
+                "4",
+                "--backends",
+                "batched",
+                "dummy",
+                "--rollouts",
+                "1",
+                "--repeats",
+                "1",
+                "--image-size",
+                "12",
+                "--hyperparams",
+                "n_steps=2",
+                "--policies",
+                "mlp",
+                "--threads",
+                "1",
+                "2",
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     rows = {(row["backend"], row["threads"]): row for row in results["throughput"]}
@@ -52,9 +92,26 @@ def test_each_backend_is_compared_at_its_fastest_thread_count(tmp_path):
 def test_null_backend_gives_the_ceiling_of_the_speed_up():
     threads = torch.get_num_threads()
     try:
-        results = sb3_throughput.main(["--n-envs", "4", "--backends", "batched", "dummy", "null", "--rollouts", "1",
-                                       "--repeats", "1", "--image-size", "12", "--hyperparams", "n_steps=8",
-                                       "--policies", "mlp"])
+        results = sb3_throughput.main(
+            [
+                "--n-envs",
+                "4",
+                "--backends",
+                "batched",
+                "dummy",
+                "null",
+                "--rollouts",
+                "1",
+                "--repeats",
+                "1",
+                "--image-size",
+                "12",
+                "--hyperparams",
+                "n_steps=8",
+                "--policies",
+                "mlp",
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     batched, dummy, null = results["throughput"]

@@ -14,8 +14,10 @@ SMALL = dict(image_size=10, patch_size=3, max_steps=3, max_shapes=2, move_radius
 
 
 def both(logits: torch.Tensor):
-    return (MultiCategoricalDistribution(DIMS).proba_distribution(logits),
-            FusedMultiCategoricalDistribution(DIMS).proba_distribution(logits))
+    return (
+        MultiCategoricalDistribution(DIMS).proba_distribution(logits),
+        FusedMultiCategoricalDistribution(DIMS).proba_distribution(logits),
+    )
 
 
 def test_log_prob_entropy_and_mode_equal_sb3s():
@@ -79,12 +81,20 @@ def test_policy_uses_the_fused_distribution_learns_and_reloads(tmp_path, algorit
     torch.set_num_threads(1)
     venv = PainterVecEnv(8, horizon_is_terminal=True, **SMALL)
     batch = {"batch_size": 32} if algorithm is PPO else {}  # PPO: one rollout (4 steps x 8 envs) per minibatch
-    model = algorithm(PainterMultiInputPolicy, venv, policy_kwargs=painter_policy_kwargs(cnn_features=16, channels=4),
-                      n_steps=4, seed=0, **batch)
+    model = algorithm(
+        PainterMultiInputPolicy,
+        venv,
+        policy_kwargs=painter_policy_kwargs(cnn_features=16, channels=4),
+        n_steps=4,
+        seed=0,
+        **batch,
+    )
     assert isinstance(model.policy.action_dist, FusedMultiCategoricalDistribution)
     model.learn(64)
     model.save(tmp_path / "model.zip")
     loaded = load_sb3_model(tmp_path / "model.zip")
     assert isinstance(loaded.policy.action_dist, FusedMultiCategoricalDistribution)
     observation = venv.reset()
-    assert (loaded.predict(observation, deterministic=True)[0] == model.predict(observation, deterministic=True)[0]).all()
+    assert (
+        loaded.predict(observation, deterministic=True)[0] == model.predict(observation, deterministic=True)[0]
+    ).all()

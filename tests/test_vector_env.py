@@ -1,9 +1,9 @@
 """The natively batched env: the same painter as the single env, Gymnasium's autoreset conventions."""
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
-import gymnasium
 from gymnasium.vector import AutoresetMode
 
 import painter_env
@@ -35,7 +35,7 @@ def test_batched_env_agrees_exactly_with_single_envs():
     for n, obs in enumerate(single_obs):
         for key in obs:
             np.testing.assert_array_equal(observation[key][n].numpy(), obs[key])
-    for step in range(SMALL_SHAPES["max_steps"]):
+    for _step in range(SMALL_SHAPES["max_steps"]):
         actions = sample_actions(batched, generator)
         observation, reward, terminated, truncated, info = batched.step(actions)
         for n, env in enumerate(singles):

@@ -15,7 +15,9 @@ def test_quantiser_picks_nearest_code_and_passes_gradients_straight_through():
     quantised, codes, _ = quantiser(features)
     vectors = features.detach().permute(0, 2, 3, 1).reshape(-1, 3)
     assert torch.equal(codes.reshape(-1), torch.cdist(vectors, quantiser.codebook.detach()).argmin(1))
-    torch.testing.assert_close(quantised.detach().permute(0, 2, 3, 1).reshape(-1, 3), quantiser.codebook.detach()[codes.reshape(-1)])
+    torch.testing.assert_close(
+        quantised.detach().permute(0, 2, 3, 1).reshape(-1, 3), quantiser.codebook.detach()[codes.reshape(-1)]
+    )
     weights = torch.randn_like(quantised)
     (quantised * weights).sum().backward()
     assert quantised.shape == features.shape
@@ -32,7 +34,9 @@ def test_codebook_loss_moves_only_used_codes_and_commitment_pulls_encoder():
     used = torch.zeros(6, dtype=torch.bool)
     used[codes.reshape(-1)] = True
     vectors = features.detach().permute(0, 2, 3, 1).reshape(-1, 2)
-    expected = torch.zeros(6, 2).index_add_(0, codes.reshape(-1), 2 * (quantiser.codebook.detach()[codes.reshape(-1)] - vectors))
+    expected = torch.zeros(6, 2).index_add_(
+        0, codes.reshape(-1), 2 * (quantiser.codebook.detach()[codes.reshape(-1)] - vectors)
+    )
     torch.testing.assert_close(quantiser.codebook.grad, expected)
     assert (quantiser.codebook.grad[~used] == 0).all()
     chosen = quantiser.codebook.detach()[codes.reshape(-1)].view(1, 3, 1, 2).permute(0, 3, 1, 2)

@@ -57,18 +57,24 @@ class Args(CommonArgs):
 def sweep_frames(images: torch.Tensor, frames: list[torch.Tensor], patch_size: int) -> list[np.ndarray]:
     """Target | reconstruction | residual after each sweep, the images stacked vertically."""
     return [
-        tile_frames([render_frame(target.numpy(), canvas.numpy(), None, patch_size, 4)
-                     for target, canvas in zip(images.cpu(), frame.cpu())])
+        tile_frames(
+            [
+                render_frame(target.numpy(), canvas.numpy(), None, patch_size, 4)
+                for target, canvas in zip(images.cpu(), frame.cpu())
+            ]
+        )
         for frame in frames
     ]
 
 
 @torch.no_grad()
-def encode(model: CGAE, images: torch.Tensor, args: Args, generator: torch.Generator, batch_size: int = 256) -> tuple[torch.Tensor, float]:
+def encode(
+    model: CGAE, images: torch.Tensor, args: Args, generator: torch.Generator, batch_size: int = 256
+) -> tuple[torch.Tensor, float]:
     """Best-of-chains codes ``(N, H)`` of ``images`` and the seconds spent encoding."""
     best, seconds = [], 0.0
     for start in tqdm(range(0, len(images), batch_size), desc="encoding", leave=False):
-        batch = images[start:start + batch_size]
+        batch = images[start : start + batch_size]
         began = time.perf_counter()
         codes, _ = model.gibbs(batch, args.chains, args.eval_sweeps, args.beta_start, args.beta_end, generator)
         choice = model.chain_sse(batch, codes).argmin(1)
@@ -96,9 +102,11 @@ def train(args: Args) -> tuple[CGAE, dict]:
         for start in range(0, len(images), args.batch_size):
             if time.perf_counter() - began > 60 * args.minutes:
                 break
-            batch = images[order[start:start + args.batch_size]]
+            batch = images[order[start : start + args.batch_size]]
             record = 4 if iteration % args.image_every == 0 else 0
-            codes, frames = model.gibbs(batch, args.chains, args.sweeps, args.beta_start, args.beta_end, generator, record=record)
+            codes, frames = model.gibbs(
+                batch, args.chains, args.sweeps, args.beta_start, args.beta_end, generator, record=record
+            )
             sse = model.chain_sse(batch, codes)
             weights = torch.softmax(-args.weight_beta * sse.detach(), dim=1)
             loss = (weights * sse).sum(1).mean()
@@ -113,8 +121,12 @@ def train(args: Args) -> tuple[CGAE, dict]:
                 writer.add_scalar("charts/best_chain_sse", sse.min(1).values.mean().item(), iteration)
                 writer.add_scalar("charts/usage_entropy_bits", usage_entropy(usage), iteration)
                 writer.add_scalar("charts/unused_prototypes", int((usage == 0).sum()), iteration)
-                writer.add_scalar("charts/empty_components", (codes == model.null_code).float().mean().item(), iteration)
-                progress.set_postfix(sse=f"{sse.min(1).values.mean().item():.2f}", entropy=f"{usage_entropy(usage):.2f}")
+                writer.add_scalar(
+                    "charts/empty_components", (codes == model.null_code).float().mean().item(), iteration
+                )
+                progress.set_postfix(
+                    sse=f"{sse.min(1).values.mean().item():.2f}", entropy=f"{usage_entropy(usage):.2f}"
+                )
             if args.reseed_every and iteration % args.reseed_every == 0:
                 residual = batch - model.reconstruct(codes[:, 0]).detach()
                 writer.add_scalar("charts/reseeded", reseed_unused(model, usage, residual, cpu_generator), iteration)
@@ -131,9 +143,14 @@ def train(args: Args) -> tuple[CGAE, dict]:
         reconstructions = model.reconstruct(codes)
     eval_usage = prototype_usage(codes, model)
     metrics = reconstruction_metrics(held_out, reconstructions, model.bits_per_image, seconds)
-    metrics.update(wall_seconds=wall_seconds, iterations=iteration, usage_entropy_bits=usage_entropy(eval_usage),
-                   prototypes_used=int((eval_usage > 0).sum()), num_prototypes=args.prototypes,
-                   empty_components=float((codes == model.null_code).float().mean()))
+    metrics.update(
+        wall_seconds=wall_seconds,
+        iterations=iteration,
+        usage_entropy_bits=usage_entropy(eval_usage),
+        prototypes_used=int((eval_usage > 0).sum()),
+        num_prototypes=args.prototypes,
+        empty_components=float((codes == model.null_code).float().mean()),
+    )
     run.finish(held_out, reconstructions, metrics, iteration, model, model.config(), iteration=iteration)
     return model, metrics
 
@@ -149,11 +166,19 @@ def prototype_images(model: CGAE) -> torch.Tensor:
 def main(argv=None) -> dict:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
     _, metrics = train(args)
-    return report(args, metrics, {
-        "model": f"CGAE H={args.components}", "bits/image": f"{metrics['bits_per_image']:.0f}",
-        "SSE": f"{metrics['sse']:.2f}", "PSNR": f"{metrics['psnr']:.2f}",
-        "prototypes used": f"{metrics['prototypes_used']}/{args.prototypes}",
-        "usage entropy (bits)": f"{metrics['usage_entropy_bits']:.2f}", "wall s": f"{metrics['wall_seconds']:.0f}"})
+    return report(
+        args,
+        metrics,
+        {
+            "model": f"CGAE H={args.components}",
+            "bits/image": f"{metrics['bits_per_image']:.0f}",
+            "SSE": f"{metrics['sse']:.2f}",
+            "PSNR": f"{metrics['psnr']:.2f}",
+            "prototypes used": f"{metrics['prototypes_used']}/{args.prototypes}",
+            "usage entropy (bits)": f"{metrics['usage_entropy_bits']:.2f}",
+            "wall s": f"{metrics['wall_seconds']:.0f}",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from tqdm import tqdm
 from agents.encoders import CHECKPOINT_KIND, ENCODERS, Encoder, build_encoder
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import decode
-from painter_env.config import Painter, PainterConfig, build_painter, device_of
 from painter_env.animation import rollout_frames
+from painter_env.config import Painter, PainterConfig, build_painter, device_of
 from painter_env.rendering import gif_bytes
 from train.common.checkpoint import load_checkpoint
 from train.common.config import arg, parse_args
@@ -31,8 +31,11 @@ from train.common.metrics import program_bits, reconstruction_metrics, write_met
 
 @dataclass
 class Args:
-    checkpoint: str = arg(None, "train.reinforce checkpoint (.pt) or Stable-Baselines3 agent (.zip); "
-                                "optional for --encoder greedy", type=str)
+    checkpoint: str = arg(
+        None,
+        "train.reinforce checkpoint (.pt) or Stable-Baselines3 agent (.zip); optional for --encoder greedy",
+        type=str,
+    )
     encoder: str = arg("policy", "how programs are written", choices=ENCODERS)
     dataset: str = arg(None, "dataset (default: the checkpoint's): shapes, mnist, fashion-mnist, folder:PATH", type=str)
     data_root: str = arg(None, "folder holding the dataset files (default: the checkpoint's)", type=str)
@@ -71,12 +74,17 @@ def painter_from_checkpoint(args: Args, payload: dict | None) -> Painter:
 
 
 def evaluate_encoder(
-    encoder: Encoder, images: torch.Tensor, painter: Painter, batch_size: int, device: torch.device, progress: bool = True
+    encoder: Encoder,
+    images: torch.Tensor,
+    painter: Painter,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = True,
 ) -> tuple[dict, torch.Tensor]:
     """Encode ``images`` in batches; return the standard figures and the programs ``(N, T, 4)``."""
     programs, seconds = [], 0.0
     for start in tqdm(range(0, len(images), batch_size), desc="encoding", disable=not progress, leave=False):
-        batch = images[start:start + batch_size].to(device)
+        batch = images[start : start + batch_size].to(device)
         began = time.perf_counter()
         with torch.no_grad():
             programs.append(encoder(batch))
@@ -85,10 +93,12 @@ def evaluate_encoder(
     dictionary = painter.dictionary.to(device)
     with torch.no_grad():
         values, support = dictionary.patches()
-        canvases = torch.cat([
-            decode(programs[i:i + batch_size], values, support, dictionary.num_levels, painter.geometry)
-            for i in range(0, len(programs), batch_size)
-        ])
+        canvases = torch.cat(
+            [
+                decode(programs[i : i + batch_size], values, support, dictionary.num_levels, painter.geometry)
+                for i in range(0, len(programs), batch_size)
+            ]
+        )
     geometry = painter.geometry
     num_actions = geometry.num_moves**2 * dictionary.num_patches
     images = images.to(device)
@@ -129,11 +139,23 @@ def main(argv=None) -> dict:
         raise ValueError(f"--encoder {args.encoder} needs --checkpoint")
     painter = painter_from_checkpoint(args, payload)
     painter.dictionary.to(device)
-    encoder = build_encoder(args.encoder, payload if payload is not None else args.checkpoint, painter, device,
-                            gibbs_sweeps=args.gibbs_sweeps, policy_samples=args.policy_samples)
+    encoder = build_encoder(
+        args.encoder,
+        payload if payload is not None else args.checkpoint,
+        painter,
+        device,
+        gibbs_sweeps=args.gibbs_sweeps,
+        policy_samples=args.policy_samples,
+    )
     images = painter.data.images[: args.num_images]
     metrics, programs = evaluate_encoder(encoder, images, painter, args.batch_size, device)
-    metrics.update(encoder=args.encoder, policy_samples=args.policy_samples, dataset=painter.config.dataset, split=args.split, steps=painter.max_steps)
+    metrics.update(
+        encoder=args.encoder,
+        policy_samples=args.policy_samples,
+        dataset=painter.config.dataset,
+        split=args.split,
+        steps=painter.max_steps,
+    )
     print(format_table({args.encoder: metrics}))
     write_metrics_json(args.metrics_json, metrics)
     if args.gif:

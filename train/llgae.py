@@ -39,8 +39,11 @@ class Args(CommonArgs):
     beta: float = arg(0.01, "inner step size")
     n_step: int = arg(5, "inner steps per encoding")
     center: bool = arg(True, "centre every image by its own mean (the seed's setting)")
-    init: str = arg("kmeans", "kmeans: k-means++ centres and per-cluster PCA; random: the seed's random start",
-                    choices=("kmeans", "random"))
+    init: str = arg(
+        "kmeans",
+        "kmeans: k-means++ centres and per-cluster PCA; random: the seed's random start",
+        choices=("kmeans", "random"),
+    )
     batch_size: int = arg(100, "images per iteration")
     epochs: int = arg(100, "passes over the fitting split")
     lr: float = arg(1e-3, "RMSprop learning rate")
@@ -69,7 +72,7 @@ def reconstruct(model: LLGAE, images: torch.Tensor, center: bool, batch_size: in
     """Reconstructions ``(N, C, H, W)`` and the seconds spent encoding and decoding."""
     began, parts = time.perf_counter(), []
     for start in range(0, len(images), batch_size):
-        points, offsets = prepare(images[start:start + batch_size], center)
+        points, offsets = prepare(images[start : start + batch_size], center)
         parts.append(model(points)[0] + offsets)
     return torch.cat(parts).view_as(images), time.perf_counter() - began
 
@@ -90,7 +93,7 @@ def train(args: Args) -> tuple[LLGAE, dict]:
         order = torch.randperm(len(points), generator=generator).to(device)
         total = 0.0
         for start in range(0, len(points), args.batch_size):
-            batch = points[order[start:start + args.batch_size]]
+            batch = points[order[start : start + args.batch_size]]
             reconstruction, best, _ = model(batch)
             loss = (batch - reconstruction).square().sum(1).mean()
             optimizer.zero_grad()
@@ -108,8 +111,12 @@ def train(args: Args) -> tuple[LLGAE, dict]:
     reconstructions, seconds = reconstruct(model, held_out, args.center)
     bits = math.log2(args.components) + 32 * args.code_size + (32 if args.center else 0)
     metrics = reconstruction_metrics(held_out, reconstructions, bits, seconds)
-    metrics.update(wall_seconds=wall_seconds, epochs=epoch + 1, iterations=iteration,
-                   seed_figure=seed_figure(metrics["sse"], held_out[0].numel()))
+    metrics.update(
+        wall_seconds=wall_seconds,
+        epochs=epoch + 1,
+        iterations=iteration,
+        seed_figure=seed_figure(metrics["sse"], held_out[0].numel()),
+    )
     side = held_out.shape[-1]
     means = model.mean.detach().view(-1, held_out.shape[1], side, side)
     log_image_grid(writer, "llgae/component_means", (means - means.amin()) / (means.amax() - means.amin()), iteration)
@@ -120,11 +127,19 @@ def train(args: Args) -> tuple[LLGAE, dict]:
 def main(argv=None) -> dict:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
     _, metrics = train(args)
-    return report(args, metrics, {
-        "model": f"LLGAE K={args.components} E={args.code_size}", "bits/image": f"{metrics['bits_per_image']:.0f}",
-        "SSE": f"{metrics['sse']:.2f}", "PSNR": f"{metrics['psnr']:.2f}",
-        "seed figure (MSE 0..255, centred)": f"{metrics['seed_figure']:.1f}", "epochs": str(metrics["epochs"]),
-        "wall s": f"{metrics['wall_seconds']:.0f}"})
+    return report(
+        args,
+        metrics,
+        {
+            "model": f"LLGAE K={args.components} E={args.code_size}",
+            "bits/image": f"{metrics['bits_per_image']:.0f}",
+            "SSE": f"{metrics['sse']:.2f}",
+            "PSNR": f"{metrics['psnr']:.2f}",
+            "seed figure (MSE 0..255, centred)": f"{metrics['seed_figure']:.1f}",
+            "epochs": str(metrics["epochs"]),
+            "wall s": f"{metrics['wall_seconds']:.0f}",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,13 @@ from painter_env.config import PainterConfig, build_painter, device_of
 from train.common.checkpoint import generator_states, load_checkpoint, restore_generator_states, save_checkpoint
 from train.common.config import arg, parse_args
 from train.common.distributed import (
-    average_, broadcast_, init_from_env, mean_across, merge_across, report_failure, shutdown,
+    average_,
+    broadcast_,
+    init_from_env,
+    mean_across,
+    merge_across,
+    report_failure,
+    shutdown,
 )
 from train.common.metrics import psnr, write_metrics_json
 from train.common.tensorboard import (
@@ -76,20 +82,33 @@ class Args:
     dictionary: str = arg(None, "start from this dictionary file or checkpoint", type=str)
     freeze_dictionary: bool = arg(False, "keep the dictionary fixed (train the encoder only)")
     estimator: str = arg("iw", "gradient estimator", choices=tuple(ESTIMATORS))
-    baseline: str = arg("loo", "REINFORCE baseline (self-critical: the return of the policy's own most likely "
-                               "program, which then improves what the encoder outputs)", choices=BASELINES)
-    vimco_per_program: bool = arg(True, "vimco: one learning signal per program, as in the paper; "
-                                        "--no-vimco-per-program refines it per step (less variance on the exact "
-                                        "tiny problem, more on shapes and on a trained MNIST policy, the same SSE "
-                                        "after 8 minutes)")
-    iw_per_step: bool = arg(False, "iw: refine the control variate per step (less variance on the exact tiny "
-                                   "problem, no gain measured in training; default: 1/S, one signal per program)")
+    baseline: str = arg(
+        "loo",
+        "REINFORCE baseline (self-critical: the return of the policy's own most likely "
+        "program, which then improves what the encoder outputs)",
+        choices=BASELINES,
+    )
+    vimco_per_program: bool = arg(
+        True,
+        "vimco: one learning signal per program, as in the paper; "
+        "--no-vimco-per-program refines it per step (less variance on the exact "
+        "tiny problem, more on shapes and on a trained MNIST policy, the same SSE "
+        "after 8 minutes)",
+    )
+    iw_per_step: bool = arg(
+        False,
+        "iw: refine the control variate per step (less variance on the exact tiny "
+        "problem, no gain measured in training; default: 1/S, one signal per program)",
+    )
     samples: int = arg(4, "programs sampled per image (S)")
     beta: float = arg(1.0, "inverse temperature: log q_r(x|z) = -beta * SSE")
     entropy_coef: float = arg(0.0, "weight of the policy-entropy bonus")
     batch_size: int = arg(16, "images per iteration and per rank (each sampled --samples times)")
-    shards: int = arg(1, "shards per rank, each drawn and sampled with its own generators "
-                         "(one process with --shards N reproduces N ranks of torchrun)")
+    shards: int = arg(
+        1,
+        "shards per rank, each drawn and sampled with its own generators "
+        "(one process with --shards N reproduces N ranks of torchrun)",
+    )
     iterations: int = arg(600, "training iterations")
     minutes: float = arg(9.0, "stop training after this many minutes (the final evaluation comes after)")
     lr: float = arg(1e-3, "Adam learning rate of the policy")
@@ -98,8 +117,11 @@ class Args:
     moving_average_decay: float = arg(0.9, "decay of the moving-average baseline")
     hidden_size: int = arg(64, "GRU hidden units")
     feature_size: int = arg(16, "per-position feature channels")
-    score_scale: float = arg(50.0, "starting inverse temperature of the matched-filter logits (learned): "
-                                  "large values start the policy close to greedy search")
+    score_scale: float = arg(
+        50.0,
+        "starting inverse temperature of the matched-filter logits (learned): "
+        "large values start the policy close to greedy search",
+    )
     seed: int = arg(1, "random seed (data order, sampling, initialisation)")
     device: str = arg("cpu", "cpu or cuda")
     threads: int = arg(1, "CPU threads for torch (1 is fastest on a busy machine: more threads spin-wait)")
@@ -115,9 +137,17 @@ class Args:
 
 def env_config(args: Args, split: str, dictionary=None) -> PainterConfig:
     return PainterConfig(
-        dataset=args.dataset, data_root=args.data_root, split=split, image_size=args.image_size, patch_size=args.patch_size,
-        num_prototypes=args.num_prototypes, num_levels=args.num_levels, move_radius=args.move_radius,
-        max_steps=args.steps, dictionary=dictionary if dictionary is not None else args.dictionary, seed=args.seed,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        split=split,
+        image_size=args.image_size,
+        patch_size=args.patch_size,
+        num_prototypes=args.num_prototypes,
+        num_levels=args.num_levels,
+        move_radius=args.move_radius,
+        max_steps=args.steps,
+        dictionary=dictionary if dictionary is not None else args.dictionary,
+        seed=args.seed,
     )
 
 
@@ -137,8 +167,12 @@ def sample_batch(policy, dictionary, targets, geometry, steps, args, generator, 
     sse = (repeated - canvas).square().flatten(1).sum(1)
     shape = (count, args.samples, steps)
     batch = SampleBatch(
-        out.log_probs.view(shape), out.rewards.view(shape), sse.view(count, args.samples),
-        out.entropy.view(shape), out.values.view(shape), reference,
+        out.log_probs.view(shape),
+        out.rewards.view(shape),
+        sse.view(count, args.samples),
+        out.entropy.view(shape),
+        out.values.view(shape),
+        reference,
     )
     return batch, out
 
@@ -167,8 +201,14 @@ def draw_shards(policy, dictionary, images, geometry, steps, args, generators, s
         data, sample = shard_names(shard)
         index = torch.randint(len(images), (args.batch_size // args.shards,), generator=generators[data])
         targets = images[index].to(device)
-        parts.append((targets, *sample_batch(policy, dictionary, targets, geometry, steps, args, generators[sample],
-                                             args.freeze_dictionary)))
+        parts.append(
+            (
+                targets,
+                *sample_batch(
+                    policy, dictionary, targets, geometry, steps, args, generators[sample], args.freeze_dictionary
+                ),
+            )
+        )
     return parts[0] if len(parts) == 1 else tuple(concatenate(list(column)) for column in zip(*parts))
 
 
@@ -177,8 +217,12 @@ def concatenate(items: list):
     first = items[0]
     if isinstance(first, torch.Tensor):
         return torch.cat(items)
-    return type(first)(*(None if getattr(first, f.name) is None else torch.cat([getattr(i, f.name) for i in items])
-                         for f in dataclasses.fields(first)))
+    return type(first)(
+        *(
+            None if getattr(first, f.name) is None else torch.cat([getattr(i, f.name) for i in items])
+            for f in dataclasses.fields(first)
+        )
+    )
 
 
 def gradient_variance(loss_halves, parameters) -> tuple[list[torch.Tensor], float]:
@@ -213,8 +257,10 @@ def main(argv=None) -> dict:
         raise ValueError(f"--shards must be >= 1 and divide --batch-size ({args.batch_size}), got {args.shards}")
     context, device = init_from_env(args.device)
     if resumed is not None and resumed.get("world_size", 1) != context.world_size:
-        raise ValueError(f"{args.resume} was written by a run on {resumed.get('world_size', 1)} process(es); resume it "
-                         f"on as many (torchrun --nproc-per-node), not {context.world_size}")
+        raise ValueError(
+            f"{args.resume} was written by a run on {resumed.get('world_size', 1)} process(es); resume it "
+            f"on as many (torchrun --nproc-per-node), not {context.world_size}"
+        )
     device = device_of(device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -222,10 +268,19 @@ def main(argv=None) -> dict:
     painter = build_painter(env_config(args, args.split, dictionary))
     dictionary, geometry, steps = painter.dictionary.to(device), painter.geometry, painter.max_steps
     images = painter.data.images
-    policy = (PainterPolicy(PolicyConfig(**resumed["policy_config"])) if resumed else policy_for(
-        geometry, dictionary.channels, dictionary.num_prototypes, dictionary.num_levels,
-        hidden_size=args.hidden_size, feature_size=args.feature_size, score_scale=args.score_scale,
-    )).to(device)
+    policy = (
+        PainterPolicy(PolicyConfig(**resumed["policy_config"]))
+        if resumed
+        else policy_for(
+            geometry,
+            dictionary.channels,
+            dictionary.num_prototypes,
+            dictionary.num_levels,
+            hidden_size=args.hidden_size,
+            feature_size=args.feature_size,
+            score_scale=args.score_scale,
+        )
+    ).to(device)
     groups = [{"params": list(policy.parameters()), "lr": args.lr}]
     if not args.freeze_dictionary:
         groups.append({"params": list(dictionary.parameters()), "lr": args.dictionary_lr})
@@ -243,8 +298,9 @@ def main(argv=None) -> dict:
         moving_average = resumed["moving_average"].to(device)
         start, elapsed, run_name = resumed["iteration"], resumed["elapsed"], resumed["run_name"]
     elif run_name is None and lead:
-        run_name = claim_run_name(f"{args.dataset}__{args.estimator}__s{args.seed}__{int(time.time())}",
-                                  args.logdir, args.checkpoint_dir)
+        run_name = claim_run_name(
+            f"{args.dataset}__{args.estimator}__s{args.seed}__{int(time.time())}", args.logdir, args.checkpoint_dir
+        )
     run_name = merge_across({"run_name": run_name}, context)["run_name"]  # rank 0 names the run
     checkpoint_path = Path(args.checkpoint_dir) / run_name / "checkpoint.pt"
     writer = make_writer(args.logdir, run_name) if lead else None
@@ -267,14 +323,25 @@ def main(argv=None) -> dict:
         rng = merge_across(rng or generator_states(generators), context)
         if not lead:
             return
-        save_checkpoint({
-            "kind": CHECKPOINT_KIND, "version": 1, "run_name": run_name, "iteration": iteration,
-            "world_size": context.world_size,
-            "elapsed": elapsed, "args": dataclasses.asdict(args), "env_config": env_config(args, args.split).to_dict(),
-            "dictionary": dictionary.to_payload(), "policy_config": policy.config.to_dict(),
-            "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": rng, "moving_average": moving_average.cpu(),
-        }, checkpoint_path)
+        save_checkpoint(
+            {
+                "kind": CHECKPOINT_KIND,
+                "version": 1,
+                "run_name": run_name,
+                "iteration": iteration,
+                "world_size": context.world_size,
+                "elapsed": elapsed,
+                "args": dataclasses.asdict(args),
+                "env_config": env_config(args, args.split).to_dict(),
+                "dictionary": dictionary.to_payload(),
+                "policy_config": policy.config.to_dict(),
+                "policy": policy.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng,
+                "moving_average": moving_average.cpu(),
+            },
+            checkpoint_path,
+        )
 
     iteration = done = start
     snapshot, variances, sse = None, [], None
@@ -287,14 +354,18 @@ def main(argv=None) -> dict:
             if out_of_time.item():
                 break
             snapshot = generator_states(generators)  # what a checkpoint of an unfinished iteration restores
-            targets, batch, out = draw_shards(policy, dictionary, images, geometry, steps, args, generators, shards, device)
+            targets, batch, out = draw_shards(
+                policy, dictionary, images, geometry, steps, args, generators, shards, device
+            )
             logging = (iteration + 1) % args.log_every == 0
             optimizer.zero_grad()
             if logging:
                 half = args.batch_size // 2
                 fields = [getattr(batch, f.name) for f in dataclasses.fields(batch)]
-                halves = [estimator(SampleBatch(*(None if t is None else t[part] for t in fields)), **options)
-                          for part in (slice(0, half), slice(half, None))]
+                halves = [
+                    estimator(SampleBatch(*(None if t is None else t[part] for t in fields)), **options)
+                    for part in (slice(0, half), slice(half, None))
+                ]
                 grads, spread = gradient_variance([h.loss for h in halves], parameters)
                 for p, g in zip(parameters, grads):
                     p.grad = g
@@ -307,11 +378,22 @@ def main(argv=None) -> dict:
             # iterations take half-batch gradients with torch.autograd.grad, which DDP does not reduce.
             average_([p.grad for p in parameters if p.grad is not None], context)
             torch.nn.utils.clip_grad_norm_(policy.parameters(), args.max_grad_norm)
-            figures = mean_across(torch.cat([
-                returns_to_go(batch.rewards.detach()).mean((0, 1)),
-                torch.stack([batch.sse.mean(), batch.rewards.sum(-1).mean(), targets.square().flatten(1).sum(1).mean(),
-                             batch.entropy.sum(-1).mean()]).detach(),
-            ]), context)
+            figures = mean_across(
+                torch.cat(
+                    [
+                        returns_to_go(batch.rewards.detach()).mean((0, 1)),
+                        torch.stack(
+                            [
+                                batch.sse.mean(),
+                                batch.rewards.sum(-1).mean(),
+                                targets.square().flatten(1).sum(1).mean(),
+                                batch.entropy.sum(-1).mean(),
+                            ]
+                        ).detach(),
+                    ]
+                ),
+                context,
+            )
             moving_average.mul_(args.moving_average_decay).add_(
                 (1 - args.moving_average_decay) * args.beta * figures[:steps]
             )
@@ -321,12 +403,26 @@ def main(argv=None) -> dict:
             bar.set_postfix(sse=f"{sse:.3f}", entropy=f"{entropy:.2f}")
             elapsed = time.perf_counter() - began
             if logging:
-                counts = torch.bincount(patch_ids(out.actions, dictionary.num_levels).flatten(),
-                                        minlength=dictionary.num_patches).float()
+                counts = torch.bincount(
+                    patch_ids(out.actions, dictionary.num_levels).flatten(), minlength=dictionary.num_patches
+                ).float()
                 # the spread of the mean of W ranks' gradients is 1/W of one rank's
-                losses = mean_across(torch.cat([torch.stack([
-                    surrogate.encoder_loss, surrogate.decoder_loss, surrogate.value_loss,
-                    surrogate.loss.new_tensor(spread / context.world_size)]).detach(), counts]), context)
+                losses = mean_across(
+                    torch.cat(
+                        [
+                            torch.stack(
+                                [
+                                    surrogate.encoder_loss,
+                                    surrogate.decoder_loss,
+                                    surrogate.value_loss,
+                                    surrogate.loss.new_tensor(spread / context.world_size),
+                                ]
+                            ).detach(),
+                            counts,
+                        ]
+                    ),
+                    context,
+                )
                 variances.append(float(losses[3]))
             if logging and lead:
                 step = iteration + 1
@@ -335,8 +431,11 @@ def main(argv=None) -> dict:
                 writer.add_scalar("charts/return", returns, step)
                 if painter.data.programs is not None:
                     writer.add_scalar("charts/optimal_return_fraction", returns / blank, step)
-                writer.add_scalar("charts/images_per_second", (step - start) * images_per_iteration / max(elapsed - resumed_elapsed, 1e-9),
-                                  step)
+                writer.add_scalar(
+                    "charts/images_per_second",
+                    (step - start) * images_per_iteration / max(elapsed - resumed_elapsed, 1e-9),
+                    step,
+                )
                 writer.add_scalar("losses/encoder", float(losses[0]), step)
                 writer.add_scalar("losses/decoder", float(losses[1]), step)
                 writer.add_scalar("losses/value", float(losses[2]), step)
@@ -349,8 +448,9 @@ def main(argv=None) -> dict:
                 log_image_grid(writer, "images/targets", targets[:4], iteration + 1)
                 log_image_grid(writer, "images/reconstructions", out.canvas[show], iteration + 1)
                 log_dictionary(writer, dictionary, iteration + 1)
-                log_rollout_gif(writer, "rollouts/painting", targets[:4], out.actions[show], dictionary, geometry,
-                                iteration + 1)
+                log_rollout_gif(
+                    writer, "rollouts/painting", targets[:4], out.actions[show], dictionary, geometry, iteration + 1
+                )
             if (iteration + 1) % args.save_every == 0:
                 checkpoint(iteration + 1)
         else:
@@ -379,10 +479,17 @@ def main(argv=None) -> dict:
     eval_images = held_out.data.images[: args.eval_images]
     policy.eval()
     metrics, programs = evaluate_encoder(policy_encoder(policy, held_out), eval_images, held_out, 256, device)
-    metrics.update(wall_seconds=wall, iterations=iteration, estimator=args.estimator, dataset=args.dataset,
-                   eval_split=args.eval_split, train_sse_sampled=sse, world_size=context.world_size,
-                   train_images_per_second=(iteration - start) * images_per_iteration / max(wall - resumed_elapsed, 1e-9),
-                   gradient_variance=float(torch.tensor(variances).median()) if variances else None)
+    metrics.update(
+        wall_seconds=wall,
+        iterations=iteration,
+        estimator=args.estimator,
+        dataset=args.dataset,
+        eval_split=args.eval_split,
+        train_sse_sampled=sse,
+        world_size=context.world_size,
+        train_images_per_second=(iteration - start) * images_per_iteration / max(wall - resumed_elapsed, 1e-9),
+        gradient_variance=float(torch.tensor(variances).median()) if variances else None,
+    )
     for name in ("sse", "psnr", "optimal_return_fraction"):
         if name in metrics:
             writer.add_scalar(f"eval/{name}", metrics[name], iteration)
@@ -391,10 +498,13 @@ def main(argv=None) -> dict:
     write_metrics_json(args.metrics_json, metrics)
     print(f"TensorBoard logs: {Path(args.logdir) / run_name}  (tensorboard --logdir {args.logdir})")
     print(f"checkpoint: {checkpoint_path}")
-    figures = ", ".join(f"{k}={metrics[k]:.4g}" for k in ("sse", "psnr", "optimal_return_fraction", "images_per_second")
-                        if k in metrics)
-    print(f"held-out {args.eval_split} ({metrics['num_images']} images): {figures}; "
-          f"{iteration} iterations in {wall / 60:.1f} min")
+    figures = ", ".join(
+        f"{k}={metrics[k]:.4g}" for k in ("sse", "psnr", "optimal_return_fraction", "images_per_second") if k in metrics
+    )
+    print(
+        f"held-out {args.eval_split} ({metrics['num_images']} images): {figures}; "
+        f"{iteration} iterations in {wall / 60:.1f} min"
+    )
     return metrics
 
 

@@ -19,11 +19,11 @@ import inspect
 import json
 import math
 import time
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import gymnasium as gym
+import tomllib
 import torch
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.callbacks import CallbackList
@@ -43,8 +43,19 @@ from train.common.metrics import program_bits, reconstruction_metrics, write_met
 
 ALGORITHMS = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
 CONFIG_DIR = Path(__file__).parent / "configs"
-ENV_FLAGS = ("dataset", "data_root", "download", "image_size", "patch_size", "num_prototypes", "num_levels",
-             "move_radius", "max_steps", "dictionary", "max_shapes")
+ENV_FLAGS = (
+    "dataset",
+    "data_root",
+    "download",
+    "image_size",
+    "patch_size",
+    "num_prototypes",
+    "num_levels",
+    "move_radius",
+    "max_steps",
+    "dictionary",
+    "max_shapes",
+)
 RUN_KEYS = ("n_envs", "n_timesteps", "policy_kwargs", "env_kwargs")
 MATCHED_KEYS = ("matched_filter", "start_from_matched")
 
@@ -154,8 +165,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return Args(**vars(parser.parse_args(argv)))
 
 
-
-
 def load_hyperparams(args: Args) -> dict:
     """The config's ``[default]`` table, updated by the dataset's table and ``--hyperparams``."""
     path = Path(args.config) if args.config else CONFIG_DIR / f"{args.algo}.toml"
@@ -187,8 +196,14 @@ def make_vec_env(args: Args, kwargs: dict, n_envs: int) -> VecEnv:
     """The training envs, wrapped in ``VecMonitor`` (episode returns for the logs)."""
     flatten = args.algo == "dqn"
     if args.vec_env == "batched":
-        venv = PainterVecEnv(n_envs, args.device, flatten_actions=flatten, joint_moves=args.joint_moves and not flatten,
-                             horizon_is_terminal=args.horizon_is_terminal, **kwargs)
+        venv = PainterVecEnv(
+            n_envs,
+            args.device,
+            flatten_actions=flatten,
+            joint_moves=args.joint_moves and not flatten,
+            horizon_is_terminal=args.horizon_is_terminal,
+            **kwargs,
+        )
         venv.seed(args.seed)
     else:
         if args.joint_moves:
@@ -246,12 +261,14 @@ def evaluate(model, painter: Painter, count: int | None) -> dict:
     start = time.perf_counter()
     programs = policy_programs(model, images, painter)
     values, support = painter.dictionary.patches()
-    canvases = decode(programs.cpu(), values.detach().cpu(), support.cpu(), painter.dictionary.num_levels,
-                      painter.geometry)
+    canvases = decode(
+        programs.cpu(), values.detach().cpu(), support.cpu(), painter.dictionary.num_levels, painter.geometry
+    )
     seconds = time.perf_counter() - start
     nvec = action_space(painter).nvec
-    metrics = reconstruction_metrics(images, canvases, program_bits(painter.max_steps, math.prod(map(int, nvec))),
-                                     seconds)
+    metrics = reconstruction_metrics(
+        images, canvases, program_bits(painter.max_steps, math.prod(map(int, nvec))), seconds
+    )
     if painter.data.programs is not None:
         blank = images.square().flatten(1).sum(1)
         final = (images - canvases).square().flatten(1).sum(1)
@@ -274,8 +291,9 @@ def main(argv: list[str] | None = None) -> dict:
     venv = make_vec_env(args, train_kwargs, n_envs)
     train_painter = build_painter(PainterConfig(**train_kwargs))
     # Score with the training dictionary (k-means dictionaries are fitted on the training split).
-    eval_painter = build_painter(PainterConfig(**{**train_kwargs, "split": args.eval_split,
-                                                  "dictionary": train_painter.dictionary}))
+    eval_painter = build_painter(
+        PainterConfig(**{**train_kwargs, "split": args.eval_split, "dictionary": train_painter.dictionary})
+    )
 
     algo_kwargs = {key: value for key, value in params.items() if key not in RUN_KEYS}
     if args.load:
@@ -284,13 +302,21 @@ def main(argv: list[str] | None = None) -> dict:
         model.tensorboard_log = args.logdir
     else:
         model = ALGORITHMS[args.algo](
-            policy_class(args.algo), venv, policy_kwargs=policy_kwargs(args, params, train_painter),
-            tensorboard_log=args.logdir, seed=args.seed, device=args.device, verbose=0, **algo_kwargs,
+            policy_class(args.algo),
+            venv,
+            policy_kwargs=policy_kwargs(args, params, train_painter),
+            tensorboard_log=args.logdir,
+            seed=args.seed,
+            device=args.device,
+            verbose=0,
+            **algo_kwargs,
         )
         if uses_matched_filter(args, params) and params["policy_kwargs"].get("start_from_matched", False):
             start_from_matched_filter(model.policy)
-    callbacks = [FinalSSECallback(),
-                 PaintingGifCallback(eval_painter.data.images[: args.gif_images], eval_painter, args.gif_every)]
+    callbacks = [
+        FinalSSECallback(),
+        PaintingGifCallback(eval_painter.data.images[: args.gif_images], eval_painter, args.gif_every),
+    ]
     if args.progress:
         callbacks.append(TqdmCallback(total))
     if args.max_seconds is not None:
@@ -307,16 +333,26 @@ def main(argv: list[str] | None = None) -> dict:
 
     metrics = evaluate(model, eval_painter, args.eval_images)
     trained = model.num_timesteps - start_steps
-    metrics.update(wall_seconds=wall, env_steps_per_second=trained / wall, total_timesteps=trained,
-                   algo=args.algo, dataset=args.dataset, split=args.split, eval_split=args.eval_split,
-                   model=str(save_path))
+    metrics.update(
+        wall_seconds=wall,
+        env_steps_per_second=trained / wall,
+        total_timesteps=trained,
+        algo=args.algo,
+        dataset=args.dataset,
+        split=args.split,
+        eval_split=args.eval_split,
+        model=str(save_path),
+    )
     for key in ("sse", "psnr", "optimal_return_fraction"):
         if key in metrics:
             model.logger.record(f"eval/{key}", metrics[key])
     model.logger.dump(model.num_timesteps)
     write_metrics_json(args.metrics_json, metrics)
-    summary = ", ".join(f"{key} {metrics[key]:.4g}" for key in ("sse", "psnr", "optimal_return_fraction",
-                                                                "wall_seconds") if key in metrics)
+    summary = ", ".join(
+        f"{key} {metrics[key]:.4g}"
+        for key in ("sse", "psnr", "optimal_return_fraction", "wall_seconds")
+        if key in metrics
+    )
     print(f"{args.algo} on {args.dataset} {args.eval_split}: {summary}; saved {save_path}")
     return metrics
 

@@ -50,7 +50,7 @@ def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 500) ->
     parts, penalties, seconds = [], [], 0.0
     for start in range(0, len(images), batch_size):
         began = time.perf_counter()
-        out = model(images[start:start + batch_size])
+        out = model(images[start : start + batch_size])
         seconds += time.perf_counter() - began
         parts.append(out["reconstruction"])
         penalties.append(out["penalty"])
@@ -69,8 +69,9 @@ def train(args: Args) -> tuple[Autoencoder, dict]:
     generator = torch.Generator().manual_seed(args.seed)
     noise = torch.Generator(device=device).manual_seed(args.seed)
     images = load_split(args, args.split).to(device)
-    model = Autoencoder(args.model, images.shape[1], images.shape[-1], args.grid, args.dim, codes,
-                        args.commitment, args.hidden).to(device)
+    model = Autoencoder(
+        args.model, images.shape[1], images.shape[-1], args.grid, args.dim, codes, args.commitment, args.hidden
+    ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     began, iteration = time.perf_counter(), 0
     for epoch in (progress := tqdm(range(args.epochs), desc=args.model)):
@@ -79,7 +80,7 @@ def train(args: Args) -> tuple[Autoencoder, dict]:
         order = torch.randperm(len(images), generator=generator).to(device)
         usage = torch.zeros(codes, dtype=torch.long, device=device)
         for start in range(0, len(images), args.batch_size):
-            batch = images[order[start:start + args.batch_size]]
+            batch = images[order[start : start + args.batch_size]]
             if model.kind == "vqvae" and iteration == 0:
                 with torch.no_grad():
                     features = model.encoder(batch)
@@ -101,11 +102,15 @@ def train(args: Args) -> tuple[Autoencoder, dict]:
             progress.set_postfix(sse=f"{sse.item():.2f}", penalty=f"{penalty.item():.2f}")
         if model.kind == "vqvae":
             writer.add_scalar("charts/codes_used", int((usage > 0).sum()), iteration)
-            writer.add_scalar("charts/dead_codes_reseeded", model.bottleneck.reseed(last_features, usage, generator), iteration)
+            writer.add_scalar(
+                "charts/dead_codes_reseeded", model.bottleneck.reseed(last_features, usage, generator), iteration
+            )
     wall_seconds = time.perf_counter() - began
     held_out = held_out_images(args, device)
     metrics, reconstructions = evaluate(model, held_out)
-    metrics.update(wall_seconds=wall_seconds, epochs=epoch + 1, iterations=iteration, num_codes=codes, kl_beta=args.kl_beta)
+    metrics.update(
+        wall_seconds=wall_seconds, epochs=epoch + 1, iterations=iteration, num_codes=codes, kl_beta=args.kl_beta
+    )
     run.finish(held_out, reconstructions, metrics, iteration, model, model.settings)
     return model, metrics
 
@@ -113,10 +118,19 @@ def train(args: Args) -> tuple[Autoencoder, dict]:
 def main(argv=None) -> dict:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
     _, metrics = train(args)
-    return report(args, metrics, {
-        "model": args.model, "bits/image": f"{metrics['bits_per_image']:.0f}", "SSE": f"{metrics['sse']:.2f}",
-        "PSNR": f"{metrics['psnr']:.2f}", "images/s": f"{metrics['images_per_second']:.0f}",
-        "epochs": str(metrics["epochs"]), "wall s": f"{metrics['wall_seconds']:.0f}"})
+    return report(
+        args,
+        metrics,
+        {
+            "model": args.model,
+            "bits/image": f"{metrics['bits_per_image']:.0f}",
+            "SSE": f"{metrics['sse']:.2f}",
+            "PSNR": f"{metrics['psnr']:.2f}",
+            "images/s": f"{metrics['images_per_second']:.0f}",
+            "epochs": str(metrics["epochs"]),
+            "wall s": f"{metrics['wall_seconds']:.0f}",
+        },
+    )
 
 
 if __name__ == "__main__":

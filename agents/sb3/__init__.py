@@ -9,7 +9,14 @@ from agents.sb3.vec_env import PainterVecEnv
 from agents.sb3.wrappers import FlattenMultiDiscrete
 
 __all__ = [
-    "FlattenMultiDiscrete", "FusedMultiCategoricalDistribution", "PainterExtractor", "PainterMultiInputPolicy",
-    "PainterVecEnv", "load_sb3_model",
-    "painter_policy_kwargs", "policy_programs", "sb3_programs", "start_from_matched_filter",
+    "FlattenMultiDiscrete",
+    "FusedMultiCategoricalDistribution",
+    "PainterExtractor",
+    "PainterMultiInputPolicy",
+    "PainterVecEnv",
+    "load_sb3_model",
+    "painter_policy_kwargs",
+    "policy_programs",
+    "sb3_programs",
+    "start_from_matched_filter",
 ]

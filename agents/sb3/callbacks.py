@@ -25,8 +25,14 @@ class PaintingGifCallback(BaseCallback):
     Does nothing when the model logs no TensorBoard.
     """
 
-    def __init__(self, images: torch.Tensor, painter: Painter, every: int = 20_000,
-                 tag: str = "rollouts/painting", verbose: int = 0):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        painter: Painter,
+        every: int = 20_000,
+        tag: str = "rollouts/painting",
+        verbose: int = 0,
+    ):
         super().__init__(verbose)
         if every < 1:
             raise ValueError(f"every must be a positive number of env steps, got {every}")

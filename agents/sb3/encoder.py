@@ -18,8 +18,8 @@ from gymnasium import spaces
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from decoders.kernel import act_
 from agents.sb3.wrappers import split_joint_moves, unflatten_actions
+from decoders.kernel import act_
 from painter_env.config import Painter, device_of
 from painter_env.env import action_space, observation_space
 
@@ -58,8 +58,9 @@ def policy_programs(
     if images.dim() != 4 or tuple(images.shape[1:]) != image_shape:
         raise ValueError(f"images must be (B, {', '.join(map(str, image_shape))}), got {tuple(images.shape)}")
     if model.observation_space != expected:
-        raise ValueError(f"the agent was trained on observations {model.observation_space}, "
-                         f"but this painter gives {expected}")
+        raise ValueError(
+            f"the agent was trained on observations {model.observation_space}, but this painter gives {expected}"
+        )
     programs = [_rollout(model, chunk, painter) for chunk in images.split(batch_size)]
     return torch.cat(programs).to(images.device)
 

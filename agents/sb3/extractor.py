@@ -80,10 +80,19 @@ class PainterExtractor(BaseFeaturesExtractor):
     order ``(di, dj, k, b)``. The patches are buffers: they are saved with the policy.
     """
 
-    def __init__(self, observation_space: spaces.Dict, cnn_features: int = 128, channels: int = 16,
-                 image_shape: tuple[int, int, int] | None = None, egocentric: bool = False,
-                 patch_values: torch.Tensor | None = None, patch_support: torch.Tensor | None = None,
-                 num_levels: int = 1, move_radius: int | None = None, matched_scale: float = 50.0):
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        cnn_features: int = 128,
+        channels: int = 16,
+        image_shape: tuple[int, int, int] | None = None,
+        egocentric: bool = False,
+        patch_values: torch.Tensor | None = None,
+        patch_support: torch.Tensor | None = None,
+        num_levels: int = 1,
+        move_radius: int | None = None,
+        matched_scale: float = 50.0,
+    ):
         for key in ("target", "canvas", "cursor", "step"):
             if key not in observation_space.spaces:
                 raise ValueError(f"PainterExtractor needs the painter's Dict observation, missing {key!r}")
@@ -174,12 +183,15 @@ class PainterExtractor(BaseFeaturesExtractor):
             rewards = rewards.masked_fill(~reachable, float("-inf"))
         best_place = rewards.amax(dim=(1, 2))  # (B, rows, cols)
         best_patch = rewards.flatten(3).amax(3)  # (B, K, L)
-        features = torch.cat([
-            best_place.amax(2).gather(1, to_row),
-            best_place.amax(1).gather(1, to_col),
-            best_patch.amax(2),
-            best_patch.amax(1),
-        ], dim=1)
+        features = torch.cat(
+            [
+                best_place.amax(2).gather(1, to_row),
+                best_place.amax(1).gather(1, to_col),
+                best_patch.amax(2),
+                best_patch.amax(1),
+            ],
+            dim=1,
+        )
         blank = target.square().flatten(1).sum(1, keepdim=True).clamp_min(1e-6)
         return features * (self.matched_scale / blank)
 
@@ -197,26 +209,43 @@ def start_from_matched_filter(policy) -> None:
     if not size:
         raise ValueError("the policy's extractor has no matched-filter branch: pass painter= to painter_policy_kwargs")
     if head.in_features != extractor.features_dim or head.out_features != size:
-        raise ValueError(f"the action head maps {head.in_features} inputs to {head.out_features} logits; starting from "
-                         f"the matched filter needs net_arch pi=[] and the (di, dj, k, b) action ({size} logits)")
+        raise ValueError(
+            f"the action head maps {head.in_features} inputs to {head.out_features} logits; starting from "
+            f"the matched filter needs net_arch pi=[] and the (di, dj, k, b) action ({size} logits)"
+        )
     with torch.no_grad():
         head.weight[:, -size:] = torch.eye(size, device=head.weight.device)
 
 
-def painter_policy_kwargs(cnn_features: int = 128, channels: int = 16, net_arch=None, image_shape=None,
-                          egocentric: bool = False, painter=None, matched_scale: float = 50.0) -> dict:
+def painter_policy_kwargs(
+    cnn_features: int = 128,
+    channels: int = 16,
+    net_arch=None,
+    image_shape=None,
+    egocentric: bool = False,
+    painter=None,
+    matched_scale: float = 50.0,
+) -> dict:
     """``policy_kwargs`` for ``MultiInputPolicy`` (PPO, A2C, DQN) on ``Painter-v0``.
 
     ``painter`` (``env.unwrapped.painter`` or ``PainterVecEnv.painter``) turns on the
     matched-filter branch with its dictionary and move radius.
     """
-    extractor = {"cnn_features": cnn_features, "channels": channels, "image_shape": image_shape,
-                 "egocentric": egocentric}
+    extractor = {
+        "cnn_features": cnn_features,
+        "channels": channels,
+        "image_shape": image_shape,
+        "egocentric": egocentric,
+    }
     if painter is not None:
         values, support = painter.dictionary.patches()
-        extractor.update(patch_values=values.detach().cpu(), patch_support=support.detach().cpu(),
-                         num_levels=painter.dictionary.num_levels, move_radius=painter.geometry.move_radius,
-                         matched_scale=matched_scale)
+        extractor.update(
+            patch_values=values.detach().cpu(),
+            patch_support=support.detach().cpu(),
+            num_levels=painter.dictionary.num_levels,
+            move_radius=painter.geometry.move_radius,
+            matched_scale=matched_scale,
+        )
     kwargs = {"features_extractor_class": PainterExtractor, "features_extractor_kwargs": extractor}
     if net_arch is not None:
         kwargs["net_arch"] = net_arch

@@ -136,8 +136,11 @@ class PainterVecEnv(VecEnv):
         sse = info["sse"].tolist()
         optimal = info["optimal_return"].tolist() if "optimal_return" in info else None
         if timeout is None:
-            return [{"sse": s} for s in sse] if optimal is None else [
-                {"sse": s, "optimal_return": o} for s, o in zip(sse, optimal)]
+            return (
+                [{"sse": s} for s in sse]
+                if optimal is None
+                else [{"sse": s, "optimal_return": o} for s, o in zip(sse, optimal)]
+            )
         if optimal is None:
             return [{"sse": s, "TimeLimit.truncated": t} for s, t in zip(sse, timeout)]
         return [{"sse": s, "optimal_return": o, "TimeLimit.truncated": t} for s, o, t in zip(sse, optimal, timeout)]
@@ -172,12 +175,16 @@ class PainterVecEnv(VecEnv):
     def get_images(self) -> list[np.ndarray | None]:
         """One frame (target | canvas | residual) per env, from the last observation."""
         if self.render_mode != "rgb_array" or self._last_obs is None:
-            warnings.warn("get_images() needs render_mode='rgb_array' and a reset env; returning None frames")
+            warnings.warn("get_images() needs render_mode='rgb_array' and a reset env; returning None frames", stacklevel=2)
             return [None for _ in range(self.num_envs)]
         obs, patch = self._last_obs, self.painter.geometry.patch_size
         shape = self.painter.data.images.shape[1:]
         return [
-            render_frame(obs["target"][env].reshape(shape), obs["canvas"][env].reshape(shape),
-                         tuple(obs["cursor"][env].tolist()) if obs["step"][env] else None, patch)
+            render_frame(
+                obs["target"][env].reshape(shape),
+                obs["canvas"][env].reshape(shape),
+                tuple(obs["cursor"][env].tolist()) if obs["step"][env] else None,
+                patch,
+            )
             for env in range(self.num_envs)
         ]

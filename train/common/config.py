@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def arg(default: Any, help: str, type: Any = None, choices: Sequence | None = None) -> Any:

@@ -100,6 +100,9 @@ def merge_across(states: dict, context: Context) -> dict:
 def report_failure(context: Context, error: BaseException, checkpoint: str) -> None:
     """Say on stderr which rank failed and that the run stops (torchrun then ends every rank)."""
     if context.distributed:
-        print(f"\n[rank {context.rank}/{context.world_size}] training failed: {error!r}. "
-              f"Stopping the whole run; the last checkpoint ({checkpoint}) is complete (written atomically).",
-              file=sys.stderr, flush=True)
+        print(
+            f"\n[rank {context.rank}/{context.world_size}] training failed: {error!r}. "
+            f"Stopping the whole run; the last checkpoint ({checkpoint}) is complete (written atomically).",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -69,11 +69,29 @@ class Run:
     def save(self, model: torch.nn.Module, config: dict, **extra) -> Path:
         """Save ``model`` atomically with its ``config``, the ``extra`` entries and the flags."""
         state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-        return save_checkpoint({"kind": self.kind, "version": 1, "run_name": self.name, **extra, "config": config,
-                                "state": state, "args": dataclasses.asdict(self.args)}, self.checkpoint_path)
+        return save_checkpoint(
+            {
+                "kind": self.kind,
+                "version": 1,
+                "run_name": self.name,
+                **extra,
+                "config": config,
+                "state": state,
+                "args": dataclasses.asdict(self.args),
+            },
+            self.checkpoint_path,
+        )
 
-    def finish(self, held_out: torch.Tensor, reconstructions: torch.Tensor, metrics: dict, step: int,
-               model: torch.nn.Module, config: dict, **extra) -> dict:
+    def finish(
+        self,
+        held_out: torch.Tensor,
+        reconstructions: torch.Tensor,
+        metrics: dict,
+        step: int,
+        model: torch.nn.Module,
+        config: dict,
+        **extra,
+    ) -> dict:
         """End of training: add ``optimal_return_fraction`` on shapes, log the held-out figures and the
         first eight targets above their reconstructions, close the writer, save the final checkpoint."""
         if self.args.dataset == "shapes":  # the optimal return of a shapes image is its blank-canvas SSE

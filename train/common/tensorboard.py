@@ -25,7 +25,9 @@ from painter_env.rendering import gif_bytes
 def add_gif(writer: SummaryWriter, tag: str, frames: list[np.ndarray], step: int, frame_seconds: float = 0.4) -> None:
     """Write RGB frames ``(H, W, 3)`` uint8 as one animated image summary."""
     height, width = frames[0].shape[:2]
-    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif_bytes(frames, frame_seconds))
+    image = Summary.Image(
+        height=height, width=width, colorspace=3, encoded_image_string=gif_bytes(frames, frame_seconds)
+    )
     writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
@@ -67,14 +69,21 @@ def log_image_grid(writer: SummaryWriter, tag: str, images: torch.Tensor, step: 
     writer.add_image(tag, grid, step)
 
 
-def log_dictionary(writer: SummaryWriter, dictionary: PatchDictionary, step: int, tag: str = "dictionary/patches") -> None:
+def log_dictionary(
+    writer: SummaryWriter, dictionary: PatchDictionary, step: int, tag: str = "dictionary/patches"
+) -> None:
     """Every (k, b) patch of the dictionary, one prototype per row, levels side by side."""
     with torch.no_grad():
         values, _ = dictionary.patches()
     size = dictionary.patch_size
     patches = values.view(-1, dictionary.channels, size, size)
-    log_image_grid(writer, tag, F.interpolate(patches, scale_factor=4, mode="nearest"), step,
-                   columns=dictionary.num_levels * max(1, 12 // dictionary.num_levels))
+    log_image_grid(
+        writer,
+        tag,
+        F.interpolate(patches, scale_factor=4, mode="nearest"),
+        step,
+        columns=dictionary.num_levels * max(1, 12 // dictionary.num_levels),
+    )
 
 
 def log_rollout_gif(
