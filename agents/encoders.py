@@ -20,8 +20,8 @@ import torch
 from agents.greedy import greedy_programs
 from agents.policy import PainterPolicy, PolicyConfig
 from agents.rollout import rollout
+from decoders.storage import load_checkpoint
 from painter_env.config import Painter
-from train.common.checkpoint import load_checkpoint
 
 ENCODERS = ("policy", "greedy", "gibbs")
 CHECKPOINT_KIND = "painter-reinforce"

@@ -39,7 +39,7 @@ optimisation loop lives elsewhere. With ``log q_r(x|z) = -beta * SSE(x, dec(z))`
   policies, less at trained ones.
 
 All three are checked against gradients computed exactly by enumerating every program of a
-tiny problem (``tests/test_estimators.py``).
+tiny problem (``tests/agents/test_estimators.py``).
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ from tqdm import tqdm
 from agents.encoders import CHECKPOINT_KIND, load_policy
 from agents.estimators import iw, reinforce, returns_to_go, vimco
 from decoders.dictionary import PatchDictionary
+from decoders.storage import load_checkpoint
 from painter_env.config import PainterConfig, build_painter
-from train.common.checkpoint import load_checkpoint
 from train.common.config import DefaultsHelpFormatter
 from train.reinforce import sample_batch
 

@@ -1,4 +1,4 @@
-"""Saving and loading tensors safely: atomic writes and ``weights_only`` reads."""
+"""Saving and loading tensors safely: atomic writes, ``weights_only`` reads, checkpoints of a kind."""
 
 from __future__ import annotations
 
@@ -35,3 +35,11 @@ def load_payload(path: str | Path, what: str = "file"):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # corrupt or foreign files raise several exception types
         raise ValueError(f"cannot read {what} {path}: {error}") from error
+
+
+def load_checkpoint(path: str | Path, kind: str) -> dict:
+    """Read a checkpoint dict whose ``"kind"`` entry is ``kind``; ``ValueError`` for any other file."""
+    payload = load_payload(path, what="checkpoint")
+    if not isinstance(payload, dict) or payload.get("kind") != kind:
+        raise ValueError(f"{path} is not a {kind} checkpoint")
+    return payload

@@ -1,13 +1,20 @@
-"""Animated painting rollouts: the canvas step by step, several images side by side."""
+"""Animated painting rollouts: the canvas step by step, several images side by side, as GIF files
+or TensorBoard image summaries.
+
+``SummaryWriter.add_video`` needs moviepy 1.x and silently writes nothing with moviepy 2.x, so
+rollouts go to TensorBoard as GIF-encoded image summaries (played by the Images tab), made with Pillow.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard import SummaryWriter
 
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import CanvasGeometry, cursor_path, decode
-from painter_env.rendering import render_frame, tile_frames
+from painter_env.rendering import gif_bytes, render_frame, tile_frames
 
 
 @torch.no_grad()
@@ -42,3 +49,12 @@ def rollout_frames(
         ]
         frames.append(tile_frames(panels, columns=1))
     return frames
+
+
+def add_gif(writer: SummaryWriter, tag: str, frames: list[np.ndarray], step: int, frame_seconds: float = 0.4) -> None:
+    """Write RGB frames ``(H, W, 3)`` uint8 as one animated image summary."""
+    height, width = frames[0].shape[:2]
+    image = Summary.Image(
+        height=height, width=width, colorspace=3, encoded_image_string=gif_bytes(frames, frame_seconds)
+    )
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)

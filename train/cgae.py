@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from decoders.cgae import CGAE, cgae_from_images, prototype_usage, reseed_unused, usage_entropy
+from painter_env.animation import add_gif
 from painter_env.rendering import render_frame, tile_frames
 from train.common.config import arg, parse_args
 from train.common.metrics import reconstruction_metrics
 from train.common.run import CommonArgs, held_out_images, load_split, report, start_run
-from train.common.tensorboard import add_gif, log_image_grid
+from train.common.tensorboard import log_image_grid
 
 CHECKPOINT_KIND = "cgae"
 

@@ -21,10 +21,10 @@ from tqdm import tqdm
 from agents.encoders import CHECKPOINT_KIND, ENCODERS, Encoder, build_encoder
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import decode
+from decoders.storage import load_checkpoint
 from painter_env.animation import rollout_frames
 from painter_env.config import Painter, PainterConfig, build_painter, device_of
 from painter_env.rendering import gif_bytes
-from train.common.checkpoint import load_checkpoint
 from train.common.config import arg, parse_args
 from train.common.metrics import program_bits, reconstruction_metrics, write_metrics_json
 

@@ -41,8 +41,9 @@ from agents.policy import PainterPolicy, PolicyConfig, policy_for
 from agents.rollout import rollout
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import decode, patch_ids
+from decoders.storage import load_checkpoint
 from painter_env.config import PainterConfig, build_painter, device_of
-from train.common.checkpoint import generator_states, load_checkpoint, restore_generator_states, save_checkpoint
+from train.common.checkpoint import generator_states, restore_generator_states, save_checkpoint
 from train.common.config import arg, parse_args
 from train.common.distributed import (
     average_,

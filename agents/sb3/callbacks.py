@@ -12,9 +12,8 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat
 from tqdm.auto import tqdm
 
 from agents.sb3.encoder import policy_programs
-from painter_env.animation import rollout_frames
+from painter_env.animation import add_gif, rollout_frames
 from painter_env.config import Painter
-from train.common.tensorboard import add_gif
 
 
 class PaintingGifCallback(BaseCallback):

@@ -175,7 +175,9 @@ class PainterVecEnv(VecEnv):
     def get_images(self) -> list[np.ndarray | None]:
         """One frame (target | canvas | residual) per env, from the last observation."""
         if self.render_mode != "rgb_array" or self._last_obs is None:
-            warnings.warn("get_images() needs render_mode='rgb_array' and a reset env; returning None frames", stacklevel=2)
+            warnings.warn(
+                "get_images() needs render_mode='rgb_array' and a reset env; returning None frames", stacklevel=2
+            )
             return [None for _ in range(self.num_envs)]
         obs, patch = self._last_obs, self.painter.geometry.patch_size
         shape = self.painter.data.images.shape[1:]

@@ -11,20 +11,12 @@ from pathlib import Path
 
 import torch
 
-from decoders.storage import atomic_save, load_payload
+from decoders.storage import atomic_save
 
 
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
     """Write the checkpoint atomically and return its path."""
     return atomic_save(payload, path)
-
-
-def load_checkpoint(path: str | Path, kind: str) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`; ``ValueError`` if it is not a ``kind`` one."""
-    payload = load_payload(path, what="checkpoint")
-    if not isinstance(payload, dict) or payload.get("kind") != kind:
-        raise ValueError(f"{path} is not a {kind} checkpoint")
-    return payload
 
 
 def generator_states(generators: dict[str, torch.Generator]) -> dict:

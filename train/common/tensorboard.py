@@ -1,34 +1,18 @@
 """TensorBoard helpers: one writer per run, hyperparameters as text, image grids, the dictionary,
-and animated GIF image summaries of painting rollouts (played by the Images tab).
-
-``SummaryWriter.add_video`` needs moviepy 1.x and silently writes nothing with moviepy 2.x, so
-rollouts are written as GIF-encoded image summaries, made with Pillow.
-"""
+and animated painting rollouts (``painter_env.animation.add_gif``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import CanvasGeometry
-from painter_env.animation import rollout_frames
-from painter_env.rendering import gif_bytes
-
-
-def add_gif(writer: SummaryWriter, tag: str, frames: list[np.ndarray], step: int, frame_seconds: float = 0.4) -> None:
-    """Write RGB frames ``(H, W, 3)`` uint8 as one animated image summary."""
-    height, width = frames[0].shape[:2]
-    image = Summary.Image(
-        height=height, width=width, colorspace=3, encoded_image_string=gif_bytes(frames, frame_seconds)
-    )
-    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+from painter_env.animation import add_gif, rollout_frames
 
 
 def claim_run_name(base: str, logdir: str | Path, checkpoint_dir: str | Path) -> str:

@@ -6,7 +6,7 @@ import json
 
 from agents.encoders import CHECKPOINT_KIND
 from benchmarks import encoders
-from train.common.checkpoint import load_checkpoint
+from decoders.storage import load_checkpoint
 
 
 def test_quick_run_scores_policy_and_greedy_per_estimator(tmp_path, capsys):

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 import train.reinforce as reinforce
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "--image-size",
     "12",
