@@ -52,12 +52,12 @@ def replicate_gradients(
     """``(replicates, parameters)`` encoder gradients per estimator, all from the same batches."""
     generator = torch.Generator().manual_seed(seed)
     images, parameters = painter.data.images, list(policy.parameters())
-    drawing = SimpleNamespace(samples=samples, estimator="iw", baseline="loo")  # no extra rollouts needed
+    drawing = SimpleNamespace(samples=samples, estimator="iw", baseline="loo", freeze_dictionary=True)
 
     def draw():
         targets = images[torch.randint(len(images), (batch_size,), generator=generator)]
         return sample_batch(
-            policy, painter.dictionary, targets, painter.geometry, painter.max_steps, drawing, generator, freeze=True
+            policy, painter.dictionary, targets, painter.geometry, painter.max_steps, drawing, generator
         )[0]
 
     with torch.no_grad():  # the moving average's fixed point: each step's mean return-to-go

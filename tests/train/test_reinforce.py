@@ -135,7 +135,9 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(uninterrupted, tmp_path,
         return original(*args, **kwargs)
 
     monkeypatch.setattr(reinforce, "sample_batch", interrupted)
-    assert _run(tmp_path, "stopped", "--iterations", "4") == {}
+    with pytest.raises(SystemExit) as stopped:
+        _run(tmp_path, "stopped", "--iterations", "4")
+    assert stopped.value.code == 130  # the shell's status for Ctrl-C
     assert _checkpoint(tmp_path, "stopped")["iteration"] == 2
     monkeypatch.setattr(reinforce, "sample_batch", original)
     reinforce.main(["--resume", str(tmp_path / "ck" / "stopped" / "checkpoint.pt"), "--iterations", "4"])
@@ -164,11 +166,39 @@ def test_other_estimators_train_and_freeze_keeps_the_dictionary(tmp_path, estima
     assert torch.equal(payload["dictionary"]["state"]["mean"], start.mean.detach())
 
 
-def test_bad_arguments_raise_value_errors(tmp_path):
-    with pytest.raises(ValueError, match="batch-size"):
-        _run(tmp_path, "bad", "--batch-size", "3")
-    with pytest.raises(SystemExit):
-        _run(tmp_path, "bad", "--estimator", "ppo")
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--batch-size", "3"], "--batch-size an even number"),
+        (["--estimator", "ppo"], "invalid choice: 'ppo'"),
+        (["--dataset", "cifar"], "unknown dataset 'cifar'"),
+        (["--dataset", "mnist", "--data-root", "/nonexistent"], "--download"),
+        (["--split", "test[8000:2]"], "split"),
+    ],
+    ids=["odd-batch", "unknown-estimator", "unknown-dataset", "missing-files", "empty-split"],
+)
+def test_bad_arguments_print_one_error_line_and_exit_2(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        _run(tmp_path, "bad", *flags)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(error)
+    assert error[-1].startswith(("error:", "usage:")) or "error:" in error[-1]
+    assert message in error[-1]
+
+
+def test_a_folder_dataset_gets_a_flat_run_name(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "my pictures" / "cats"
+    folder.mkdir(parents=True)
+    for index in range(4):
+        Image.new("L", (12, 12), color=40 * index).save(folder / f"{index}.png")
+    argv = TINY + ["--dataset", f"folder:{folder}", "--split", "all", "--eval-split", "all", "--iterations", "1"]
+    reinforce.main(argv + ["--logdir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck")])
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("folder-cats__iw__s1__") and ":" not in run.name
+    assert (tmp_path / "ck" / run.name / "checkpoint.pt").exists()
 
 
 def test_runs_started_in_the_same_second_get_their_own_logs_and_checkpoints(tmp_path, monkeypatch):

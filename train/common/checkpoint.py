@@ -1,22 +1,12 @@
-"""Training checkpoints: atomic writes, ``weights_only`` reads, random-number-generator states.
+"""Random-number-generator states in checkpoints, so that a resumed run draws what the original would.
 
-A checkpoint is a plain dict of tensors, numbers, strings and lists, so it loads with
-``torch.load(weights_only=True)``. Saving goes through a temporary file and a rename, so an
-interrupted save never leaves a half-written checkpoint.
+Checkpoints themselves are plain dicts written with ``decoders.storage.atomic_save`` and read with
+``decoders.storage.load_checkpoint`` (``torch.load(weights_only=True)``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-
-from decoders.storage import atomic_save
-
-
-def save_checkpoint(payload: dict, path: str | Path) -> Path:
-    """Write the checkpoint atomically and return its path."""
-    return atomic_save(payload, path)
 
 
 def generator_states(generators: dict[str, torch.Generator]) -> dict:
