@@ -4,18 +4,27 @@ Starting from a program written by the policy or by greedy search, each sweep vi
 t = 0..T-1 and redraws step t's (position, patch) from ``softmax(beta * reward)``, where the
 reward of a candidate is the SSE decrease it gives *given every other step* under last-write-
 wins compositing: the candidate paints over the canvas of steps 0..t-1, and pixels that a later
-step covers do not count (the ``visible`` mask, from the kernel's ``ownership``). All candidates
-are scored at once by the kernel's ``placement_rewards`` (one conv2d). beta is annealed from
-``beta_start`` to ``beta_end`` over the sweeps (large beta is greedy coordinate ascent).
+step covers do not count. All candidates are scored at once by the kernel's
+``placement_rewards`` (one conv2d). beta is annealed from ``beta_start`` to ``beta_end`` over the
+sweeps (large beta is greedy coordinate ascent).
+
+A sweep costs one conv2d and one painting step per step: the canvas of steps 0..t-1 is painted
+incrementally with the kernel's ``act_``, and which pixels later steps cover comes from one
+``ownership`` call at the start of the sweep (a pixel is covered after step t iff its last painter
+comes after t; the steps after t have not been visited yet, so this holds throughout the sweep).
 
 Actions are relative moves. The program is worked on in absolute cursor positions (the
 kernel's ``cursor_path``, so clamped moves are resolved exactly as the painter resolves them)
-and re-expressed as moves after every change: step t's move comes from step t-1's position and
-step t+1's move is recomputed, so every later absolute position stays where it was. Candidates
-for step t are restricted to positions within one move (radius M) of both neighbours, so the
-re-expressed moves are always valid and never clamped.
+and re-expressed as moves after every sweep. Candidates for step t are restricted to positions
+within one move (radius M) of both neighbours, so the re-expressed moves are always valid and
+never clamped.
 
 Every image keeps the best program seen (the input included), so the result is never worse.
+
+References:
+    the CGAE design note (the Gibbs sampler over placed prototypes, with a temperature beta);
+    Geman & Geman, Stochastic Relaxation, Gibbs Distributions, and the Bayesian Restoration of
+    Images, 1984.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import torch
 
 from agents.greedy import reachable
 from decoders.dictionary import PatchDictionary
-from decoders.kernel import CanvasGeometry, cursor_path, decode, ownership, patch_ids, placement_rewards
+from decoders.kernel import CanvasGeometry, act_, cursor_path, decode, ownership, patch_ids, placement_rewards
 from decoders.sampling import beta_schedule, sample_categorical
 
 
@@ -53,25 +62,29 @@ def program_sse(
     return (targets - canvas).square().flatten(1).sum(1)
 
 
-def conditional_rewards(
-    targets: torch.Tensor,
-    actions: torch.Tensor,
-    step: int,
-    values: torch.Tensor,
-    support: torch.Tensor,
-    num_levels: int,
-    geometry: CanvasGeometry,
-) -> torch.Tensor:
-    """Reward ``(B, K*L, rows, cols)`` of every (patch, position) for ``step``, all other steps fixed.
-
-    Equals ``SSE(program without step) - SSE(program with step replaced)``, up to a per-image
-    constant, for every candidate: later steps occlude (they own their pixels), earlier ones show.
-    """
+def _sweep(targets, path, ids, values, support, levels, geometry, beta, generator) -> None:
+    """One Gibbs sweep over the steps of the programs ``path``/``ids`` (changed in place)."""
+    batch, steps = ids.shape
     height, width = geometry.height, geometry.width
-    canvas = decode(actions[:, :step], values, support, num_levels, geometry)
-    owner, _ = ownership(actions, support, num_levels, geometry)
-    visible = (owner <= step).to(targets.dtype).view(-1, 1, height, width)
-    return placement_rewards(targets, canvas, values, support, geometry.patch_size, visible)
+    owner, _ = ownership(positions_to_actions(path, ids, levels, geometry), support, levels, geometry)
+    target_flat = targets.reshape(batch, targets.shape[1], -1)
+    canvas = torch.zeros_like(target_flat)
+    cursor = torch.tensor(geometry.start, device=targets.device).expand(batch, 2)
+    places = geometry.rows * geometry.cols
+    for step in range(steps):
+        visible = (owner <= step).to(targets.dtype).view(batch, 1, height, width)
+        rewards = placement_rewards(targets, canvas.view_as(targets), values, support, geometry.patch_size, visible)
+        allowed = reachable(cursor, geometry)
+        if step + 1 < steps:
+            allowed = allowed & reachable(path[:, step + 1], geometry)
+        logits = (beta * rewards).masked_fill_(~allowed.unsqueeze(1), float("-inf")).flatten(1)
+        choice = sample_categorical(logits, generator, consume=True)
+        place = choice % places
+        ids[:, step] = choice // places
+        path[:, step] = torch.stack((place // geometry.cols, place % geometry.cols), dim=1)
+        move = path[:, step] - cursor + geometry.move_radius
+        action = torch.cat([move, (ids[:, step] // levels)[:, None], (ids[:, step] % levels)[:, None]], dim=1)
+        cursor, _ = act_(canvas, target_flat, cursor, action, values, support, levels, geometry)
 
 
 @torch.no_grad()
@@ -96,25 +109,14 @@ def refine_programs(
         raise ValueError(f"sweeps must be >= 0, got {sweeps}")
     device = targets.device
     values, support = (tensor.to(device) for tensor in dictionary.patches())
-    levels, steps = dictionary.num_levels, actions.shape[1]
+    levels = dictionary.num_levels
     actions = actions.to(device)
     path, ids = cursor_path(actions, geometry), patch_ids(actions, levels)
-    current = positions_to_actions(path, ids, levels, geometry)
-    best, best_sse = current.clone(), program_sse(targets, current, values, support, levels, geometry)
-    start = torch.tensor(geometry.start, device=device).expand(actions.shape[0], 2)
-    places = geometry.rows * geometry.cols
+    best = positions_to_actions(path, ids, levels, geometry)
+    best_sse = program_sse(targets, best, values, support, levels, geometry)
     for beta in beta_schedule(beta_start, beta_end, sweeps):
-        for step in range(steps):
-            rewards = conditional_rewards(targets, current, step, values, support, levels, geometry)
-            allowed = reachable(path[:, step - 1] if step else start, geometry)
-            if step + 1 < steps:
-                allowed = allowed & reachable(path[:, step + 1], geometry)
-            logits = (beta * rewards).masked_fill_(~allowed.unsqueeze(1), float("-inf")).flatten(1)
-            choice = sample_categorical(logits, generator, consume=True)
-            place = choice % places
-            ids[:, step] = choice // places
-            path[:, step] = torch.stack((place // geometry.cols, place % geometry.cols), dim=1)
-            current = positions_to_actions(path, ids, levels, geometry)
+        _sweep(targets, path, ids, values, support, levels, geometry, beta, generator)
+        current = positions_to_actions(path, ids, levels, geometry)
         sse = program_sse(targets, current, values, support, levels, geometry)
         better = sse < best_sse
         best[better], best_sse = current[better], torch.where(better, sse, best_sse)

@@ -2,10 +2,38 @@
 
 import torch
 
-from agents.gibbs import conditional_rewards, positions_to_actions, program_sse, refine_programs
-from agents.greedy import greedy_programs
+from agents.gibbs import positions_to_actions, program_sse, refine_programs
+from agents.greedy import greedy_programs, reachable
 from decoders.dictionary import PatchDictionary
-from decoders.kernel import CanvasGeometry, cursor_path, decode, patch_ids
+from decoders.kernel import CanvasGeometry, cursor_path, decode, ownership, patch_ids, placement_rewards
+
+
+def conditional_rewards(targets, actions, step, values, support, num_levels, geometry):
+    """Reference: the reward of every (patch, position) for ``step`` with the other steps fixed, from
+    the decoded prefix and the ownership of the whole program (recomputed from scratch)."""
+    canvas = decode(actions[:, :step], values, support, num_levels, geometry)
+    owner, _ = ownership(actions, support, num_levels, geometry)
+    visible = (owner <= step).to(targets.dtype).view(-1, 1, geometry.height, geometry.width)
+    return placement_rewards(targets, canvas, values, support, geometry.patch_size, visible)
+
+
+def reference_argmax_sweep(targets, actions, dictionary, geometry):
+    """One sweep of coordinate ascent with every conditional recomputed from scratch."""
+    values, support = dictionary.patches()
+    levels = dictionary.num_levels
+    path, ids = cursor_path(actions, geometry), patch_ids(actions, levels)
+    start = torch.tensor(geometry.start).expand(actions.shape[0], 2)
+    places = geometry.rows * geometry.cols
+    for step in range(actions.shape[1]):
+        program = positions_to_actions(path, ids, levels, geometry)
+        rewards = conditional_rewards(targets, program, step, values, support, levels, geometry)
+        allowed = reachable(path[:, step - 1] if step else start, geometry)
+        if step + 1 < actions.shape[1]:
+            allowed = allowed & reachable(path[:, step + 1], geometry)
+        choice = rewards.masked_fill(~allowed.unsqueeze(1), float("-inf")).flatten(1).argmax(1)
+        ids[:, step] = choice // places
+        path[:, step] = torch.stack((choice % places // geometry.cols, choice % places % geometry.cols), dim=1)
+    return positions_to_actions(path, ids, levels, geometry)
 
 
 def tiny_setup(move_radius: int, seed: int = 0):
@@ -99,3 +127,17 @@ def test_refinement_improves_greedy_and_zero_sweeps_changes_nothing():
     )
     after = program_sse(targets, refined, values, support, 2, geometry)
     assert (after <= before + 1e-5).all() and after.mean() < before.mean() - 1e-3
+
+
+def test_an_incremental_sweep_makes_the_choices_of_conditionals_recomputed_from_scratch():
+    for move_radius in (1, 3):
+        geometry, dictionary, targets, actions = tiny_setup(move_radius=move_radius, seed=3)
+        expected = reference_argmax_sweep(targets, actions, dictionary, geometry)
+        # beta so large that the draw is the argmax: the sampler's choice is then deterministic
+        swept = refine_programs(targets, actions, dictionary, geometry, sweeps=1, beta_start=1e6, beta_end=1e6)
+        values, support = dictionary.patches()
+        before = program_sse(targets, actions, values, support, 2, geometry)
+        after = program_sse(targets, expected, values, support, 2, geometry)
+        improved = after < before  # refine_programs keeps the input where the sweep did not improve it
+        assert improved.any()
+        assert torch.equal(swept[improved], expected[improved])
