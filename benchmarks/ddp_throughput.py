@@ -7,26 +7,40 @@ many per iteration) for ``--iterations`` iterations with ``--threads 1`` and ``O
 the figure is the trainer's ``train_images_per_second`` (images of all ranks over the wall time of
 the training loop, start-up and final evaluation left out). Runs alternate between 1 and N
 processes, ``--repeats`` times, and the table gives medians and the median of the per-pair
-speed-ups (the machine may be shared).
+speed-ups, which a drift of a shared machine's speed moves less than a ratio of medians.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from train.common.config import arg, parse_args
 from train.common.metrics import write_metrics_json
 
 
-def command(processes: int, args, workdir: Path, name: str) -> list[str]:
+@dataclass
+class Args:
+    processes: int = arg(2, "processes of the distributed run (at least 2)")
+    batch_size: int = arg(16, "images per iteration and per process")
+    iterations: int = arg(40, "training iterations of each run")
+    dataset: str = arg("shapes", "dataset to train on")
+    image_size: int = arg(28, "image size")
+    repeats: int = arg(3, "pairs of runs (medians are reported)")
+    timeout: float = arg(600.0, "seconds before a run is abandoned")
+    json: str = arg(None, "write the rows as JSON to this path", type=str)
+
+
+def command(processes: int, args: Args, workdir: Path, name: str) -> list[str]:
     train = [
         "--batch-size",
         str(args.batch_size),
@@ -70,7 +84,7 @@ def command(processes: int, args, workdir: Path, name: str) -> list[str]:
     ]
 
 
-def images_per_second(processes: int, args, workdir: Path, name: str) -> float:
+def images_per_second(processes: int, args: Args, workdir: Path, name: str) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         command(processes, args, workdir, name), env=env, capture_output=True, text=True, timeout=args.timeout
@@ -81,18 +95,11 @@ def images_per_second(processes: int, args, workdir: Path, name: str) -> float:
 
 
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--processes", type=int, default=2, help="processes of the distributed run")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per iteration and per process")
-    parser.add_argument("--iterations", type=int, default=40, help="training iterations of each run")
-    parser.add_argument("--dataset", default="shapes", help="dataset to train on")
-    parser.add_argument("--image-size", type=int, default=28, help="image size")
-    parser.add_argument("--repeats", type=int, default=3, help="pairs of runs (medians are reported)")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds before a run is abandoned")
-    parser.add_argument("--json", default=None, help="write the rows as JSON here")
-    args = parser.parse_args(argv)
-    if args.processes < 2 or args.repeats < 1:
-        raise ValueError("--processes must be >= 2 and --repeats >= 1")
+    args = parse_args(Args, __doc__.split("\n\n")[0], argv)
+    if args.processes < 2:
+        raise ValueError(f"--processes must be >= 2, got {args.processes}")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
     samples = {1: [], args.processes: []}
     with tempfile.TemporaryDirectory() as folder:
         for repeat in tqdm(range(args.repeats), desc="pairs of runs"):
@@ -115,7 +122,7 @@ def main(argv=None) -> list[dict]:
     for row in rows:
         runs = ", ".join(f"{value:.0f}" for value in row["runs"])
         print(f"| {row['processes']} | {row['images_per_second']:.1f} | {row['speedup']:.2f}x | {runs} |")
-    write_metrics_json(args.json, {"rows": rows, "settings": vars(args)})
+    write_metrics_json(args.json, {"rows": rows, "settings": dataclasses.asdict(args)})
     return rows
 
 

@@ -12,13 +12,15 @@ fraction of the optimal return.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import train.evaluate as evaluate
 import train.reinforce as reinforce
+from agents.estimators import BASELINES, ESTIMATORS
+from train.common.config import arg, parse_args
 
 COLUMNS = (
     "sse",
@@ -30,6 +32,26 @@ COLUMNS = (
     "optimal_return_fraction",
     "num_images",
 )
+
+
+@dataclass
+class Args:
+    data_root: str = arg(None, "folder holding the MNIST IDX files", type=str)
+    estimators: list[str] = arg(
+        ["reinforce", "iw", "vimco"],
+        "estimators to train, one policy each; ESTIMATOR:BASELINE picks REINFORCE's baseline, "
+        "e.g. reinforce:self-critical",
+        type=str,
+    )
+    datasets: list[str] = arg(
+        ["shapes", "mnist"], "datasets to train and score on", type=str, choices=("shapes", "mnist")
+    )
+    mnist_minutes: float = arg(10.0, "training budget per MNIST policy")
+    shapes_minutes: float = arg(2.0, "training budget per shapes policy")
+    eval_images: int = arg(2000, "held-out images scored")
+    seed: int = arg(1, "training seed")
+    workdir: str = arg(None, "where runs and checkpoints go (default: a temporary folder)", type=str)
+    json: str = arg(None, "write the rows as JSON to this path", type=str)
 
 
 def run_dataset(
@@ -93,50 +115,35 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def check_estimators(estimators: list[str]) -> None:
+    """A clear error for an ``ESTIMATOR[:BASELINE]`` spec that ``train.reinforce`` would reject."""
+    for spec in estimators:
+        method, _, baseline = spec.partition(":")
+        if method not in ESTIMATORS or (baseline and (method != "reinforce" or baseline not in BASELINES)):
+            raise ValueError(
+                f"--estimators: bad spec {spec!r}; choose from {', '.join(ESTIMATORS)}, "
+                f"or reinforce:BASELINE with BASELINE one of {', '.join(BASELINES)}"
+            )
+
+
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", default="data", help="folder holding the MNIST IDX files")
-    parser.add_argument(
-        "--estimators",
-        default="reinforce,iw,vimco",
-        help="comma-separated estimators to train; ESTIMATOR:BASELINE picks REINFORCE's baseline, "
-        "e.g. reinforce:self-critical",
-    )
-    parser.add_argument("--mnist-minutes", type=float, default=10.0, help="training budget per MNIST policy")
-    parser.add_argument("--shapes-minutes", type=float, default=2.0, help="training budget per shapes policy")
-    parser.add_argument("--datasets", default="shapes,mnist", help="comma-separated: shapes, mnist")
-    parser.add_argument("--eval-images", type=int, default=2000, help="held-out images scored")
-    parser.add_argument("--seed", type=int, default=1, help="training seed")
-    parser.add_argument("--workdir", default=None, help="where runs and checkpoints go (default: a temporary folder)")
-    parser.add_argument("--json", default=None, help="write the rows as JSON to this path")
-    args = parser.parse_args(argv)
-    estimators = args.estimators.split(",")
+    args = parse_args(Args, __doc__.split("\n\n")[0], argv)
+    check_estimators(args.estimators)
     common = ["--eval-images", str(args.eval_images), "--seed", str(args.seed)]
+    data_root = [] if args.data_root is None else ["--data-root", args.data_root]
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_encoders_"))
+    settings = {
+        "shapes": (["--dataset", "shapes", "--split", "train"], ["--eval-split", "test"], args.shapes_minutes),
+        "mnist": (
+            ["--dataset", "mnist", *data_root, "--split", "test[:8000]"],
+            ["--eval-split", "test[8000:]"],
+            args.mnist_minutes,
+        ),
+    }
     rows = []
-    for dataset in args.datasets.split(","):
-        if dataset == "shapes":
-            rows += run_dataset(
-                "shapes",
-                ["--dataset", "shapes", "--split", "train"],
-                ["--eval-split", "test"],
-                estimators,
-                args.shapes_minutes,
-                workdir,
-                common,
-            )
-        elif dataset == "mnist":
-            rows += run_dataset(
-                "mnist",
-                ["--dataset", "mnist", "--data-root", args.data_root, "--split", "test[:8000]"],
-                ["--eval-split", "test[8000:]"],
-                estimators,
-                args.mnist_minutes,
-                workdir,
-                common,
-            )
-        else:
-            raise ValueError(f"unknown dataset {dataset!r}: choose shapes or mnist")
+    for dataset in args.datasets:
+        fit, score, minutes = settings[dataset]
+        rows += run_dataset(dataset, fit, score, args.estimators, minutes, workdir, common)
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

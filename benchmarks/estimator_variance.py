@@ -18,8 +18,8 @@ replicates (so it is a constant, as the baseline is within one training batch).
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,7 +31,7 @@ from agents.estimators import iw, reinforce, returns_to_go, vimco
 from decoders.dictionary import PatchDictionary
 from decoders.storage import load_checkpoint
 from painter_env.config import PainterConfig, build_painter
-from train.common.config import DefaultsHelpFormatter
+from train.common.config import arg, parse_args
 from train.reinforce import sample_batch
 
 ESTIMATORS = {
@@ -44,6 +44,23 @@ ESTIMATORS = {
     "vimco (per program)": (vimco, {"per_step": False}),
 }
 REFERENCE = "reinforce (loo)"
+
+
+@dataclass
+class Args:
+    checkpoint: str = arg(None, "a train.reinforce checkpoint (policy and dictionary); required", type=str)
+    data_root: str = arg(None, "folder of the dataset files (default: the checkpoint's)", type=str)
+    split: str = arg(None, "images to draw (default: the checkpoint's training split)", type=str)
+    replicates: int = arg(64, "replicate batches (gradients per estimator)")
+    batch_size: int = arg(16, "images per replicate batch")
+    samples: int = arg(4, "programs sampled per image (S)")
+    beta: float = arg(None, "inverse temperature (default: the checkpoint's)", type=float)
+    baseline_batches: int = arg(
+        16, "batches drawn first to set REINFORCE's moving-average baseline (each step's mean return)"
+    )
+    seed: int = arg(0, "seed of the images and samples")
+    threads: int = arg(1, "torch CPU threads")
+    json: str = arg(None, "write the rows as JSON to this path", type=str)
 
 
 def replicate_gradients(
@@ -108,28 +125,13 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a train.reinforce checkpoint (policy and dictionary)")
-    parser.add_argument("--data-root", default=None, help="folder of the dataset files (default: the checkpoint's)")
-    parser.add_argument("--split", default=None, help="images to draw (default: the checkpoint's training split)")
-    parser.add_argument("--replicates", type=int, default=64, help="replicate batches (gradients per estimator)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per replicate batch")
-    parser.add_argument("--samples", type=int, default=4, help="programs sampled per image (S)")
-    parser.add_argument("--beta", type=float, default=None, help="inverse temperature (default: the checkpoint's)")
-    parser.add_argument(
-        "--baseline-batches",
-        type=int,
-        default=16,
-        help="batches drawn first to set REINFORCE's moving-average baseline (each step's mean return)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the images and samples")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--json", default=None, help="write the rows as JSON to this path")
-    args = parser.parse_args(argv)
+    args = parse_args(Args, __doc__.split("\n\n")[0], argv)
+    if args.checkpoint is None:
+        raise ValueError("--checkpoint is required: a train.reinforce checkpoint (policy and dictionary)")
     if args.replicates < 2 or args.samples < 2:
-        parser.error("--replicates and --samples must be at least 2")
+        raise ValueError(f"--replicates and --samples must be at least 2, got {args.replicates} and {args.samples}")
     if args.baseline_batches < 1:
-        parser.error("--baseline-batches must be at least 1")
+        raise ValueError(f"--baseline-batches must be at least 1, got {args.baseline_batches}")
     torch.set_num_threads(args.threads)
     payload = load_checkpoint(args.checkpoint, CHECKPOINT_KIND)
     config = dict(payload["env_config"], dictionary=PatchDictionary.from_payload(payload["dictionary"]))

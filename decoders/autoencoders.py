@@ -1,4 +1,4 @@
-"""VQ-VAE and VAE (seeds 002, 004): a conv encoder and decoder around a discrete or Gaussian code.
+"""VQ-VAE and VAE: a conv encoder and decoder around a discrete or Gaussian code.
 
 Both use the same encoder (two stride-2 convolutions, then average pooling to an m x m grid of
 D-dimensional vectors) and the same decoder (the mirror image), so they differ only in the
@@ -15,6 +15,17 @@ bottleneck:
 
 The reconstruction loss is the SSE per image (a Gaussian likelihood with variance 1/2), so the
 VAE with beta = 1 maximises the ELBO.
+
+References:
+
+- van den Oord, Vinyals & Kavukcuoglu, Neural Discrete Representation Learning, 2017 (VQ-VAE).
+- Kingma & Welling, Auto-Encoding Variational Bayes, 2014 (VAE).
+- Higgins et al., beta-VAE: Learning Basic Visual Concepts with a Constrained Variational
+  Framework, 2017 (the KL weight).
+- Bengio, Léonard & Courville, Estimating or Propagating Gradients Through Stochastic Neurons for
+  Conditional Computation, 2013 (the straight-through estimator).
+- the VAE and VQ-VAE study notes (Auto-Encoding Variational Bayes; VQ-VAE: Neural Discrete
+  Representation Learning) and the VAE lecture notes (Generative model, Why VAE).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CGAE: the convolutional additive model of seed 000, fitted with a batched Gibbs sampler.
+"""CGAE: the convolutional additive model of the CGAE design note, fitted with a batched Gibbs sampler.
 
 An image is explained as a sum of H components, each a prototype placed anywhere:
 ``x ~= sum_h g(i_h, j_h, k_h)``, with ``g(i, j, k)`` prototype k (C x R x R, unconstrained
@@ -13,12 +13,22 @@ Gibbs sampling resamples one component at a time given the others. With the resi
 chains are one batch. The residual is updated in place after every draw (remove the old
 component, add back the new one), so no conditional ever sees a stale residual.
 
-Why the seed collapsed onto a blurry mean: its conditional used the per-pixel *mean* squared
-error at beta = 1, so log-probabilities of different placements differed by ~1e-2 and the
-draws were nearly uniform (and its sampler was biased); dictionary learning then averaged
-random placements into one blur. Here the energy is the per-image sum of squares, beta is
-annealed, the prototypes start from k-means++ over data patches, and prototypes left unused
-are reseeded from patches of the residual (``reseed_unused``); usage and its entropy are logged.
+Keeping the prototypes from collapsing onto a blurry mean (the failure the design note
+describes): with the per-pixel *mean* squared error at beta = 1 as energy, the log-probabilities
+of different placements differ by a few hundredths, the draws are nearly uniform, and dictionary
+learning averages random placements into one blur; a biased sampler adds to it. Here the energy
+is the per-image sum of squares, beta is annealed, the draws are exact
+(:func:`decoders.sampling.sample_categorical`), the prototypes start from k-means++ over data
+patches, and prototypes left unused are reseeded from patches of the residual
+(``reseed_unused``); usage and its entropy are logged.
+
+References:
+
+- the CGAE design note (卷积生成式自编码器 CGAE, draft): the additive model, its Gibbs sampler and
+  the chain weighting ``logp.softmax(0).detach() * logp`` of the prototype loss.
+- Geman & Geman, Stochastic Relaxation, Gibbs Distributions, and the Bayesian Restoration of
+  Images, 1984.
+- Arthur & Vassilvitskii, k-means++: The Advantages of Careful Seeding, 2007.
 """
 
 from __future__ import annotations
@@ -90,7 +100,7 @@ class CGAE(nn.Module):
         empty = codes == self.null_code
         codes = codes.masked_fill(empty, 0)
         kind, position = codes // self.num_positions, codes % self.num_positions
-        # index_select, not advanced indexing: the latter is ~1000x slower on small CPU tensors here
+        # index_select, not advanced indexing: advanced indexing is far slower on small CPU tensors
         index = table_on(self.geometry, codes.device).index_select(0, position)
         index = index.unsqueeze(1).expand(-1, channels, -1)
         values = prototypes.index_select(0, kind).flatten(2) * (~empty).view(-1, 1, 1).to(prototypes.dtype)

@@ -4,6 +4,11 @@ Patch (k, b) is ``clamp(mean[k] + levels[b] * basis[k], 0, 1)`` inside the suppo
 k; the code b is quantised to ``L`` fixed levels in [-1, 1] (a single level 0 when L = 1, so the
 patch is the mean). This is LLGAE's ``mu_k + W_k b`` with a one-dimensional basis per prototype.
 Both ``mean`` and ``basis`` are trainable; the masks and levels are fixed buffers.
+
+References:
+
+- the LLGAE note: CATSMILE-1022, Locally Linear Generative Autoencoder (the ``mu_k + W_k b`` patch).
+- Arthur & Vassilvitskii, k-means++: The Advantages of Careful Seeding, 2007.
 """
 
 from __future__ import annotations

@@ -1,16 +1,22 @@
-"""LLGAE and LGAE (seed 001): a mixture of K linear decoders whose codes are found by a few
-gradient steps, with the gradient of the loss taken through those steps.
+"""LLGAE and LGAE: a mixture of K linear decoders whose codes are found by a few gradient steps,
+with the gradient of the loss taken through those steps.
 
 Component k decodes a code b (E numbers) as ``mu_k + W_k b``. For every k the code starts at
 ``b = 0`` and takes ``n_step`` steps of ``b <- b + beta (W_k^T (x - mu_k - W_k b) - b)`` (the
-author's code has the ``- b`` decay term: it is gradient ascent on
+``- b`` decay term follows the reference implementation of the LLGAE note: it is gradient ascent on
 ``-1/2 ||x - mu_k - W_k b||^2 - 1/2 ||b||^2``, whose maximiser is the ridge solution
 ``(W_k^T W_k + I)^{-1} W_k^T (x - mu_k)``). The component with the smallest residual is chosen
 (a hard max over k) and the loss is that residual, differentiated through the inner steps.
 K = 1 is LGAE, an autoencoder close to PCA.
 
-The seed fits images centred by their own mean and reports the per-pixel MSE on the 0..255
-scale (``seed_figure``); ``center_images`` does the centring.
+The LLGAE note fits images centred by their own mean (``center_images``) and reports the
+per-pixel MSE on the 0..255 scale (``seed_figure``), so results can be compared with its table.
+
+References:
+
+- the LLGAE note: CATSMILE-1022, 局部线性生成式自编码器 (LLGAE), Locally Linear Generative
+  Autoencoder, http://catsmile.info/1022-llgae.html
+- Tipping & Bishop, Mixtures of Probabilistic Principal Component Analyzers, 1999.
 """
 
 from __future__ import annotations
@@ -100,5 +106,5 @@ def center_images(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def seed_figure(sse: float, pixels: int) -> float:
-    """The seed's reported figure: per-pixel MSE on the 0..255 scale (= 255^2 SSE / pixels)."""
+    """The LLGAE note's figure: per-pixel MSE on the 0..255 scale (= 255^2 SSE / pixels)."""
     return 255.0**2 * sse / pixels

@@ -1,4 +1,4 @@
-"""Every Python example in the README runs as written."""
+"""Every Python example in the README runs as written, and its test command is the one CI runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 BLOCK = re.compile(r"^([ \t]*)```python\n(.*?)^\1```", re.DOTALL | re.MULTILINE)
 
 
@@ -28,3 +29,10 @@ def test_readme_example_runs(index):
         exec(compile(python_examples()[index], f"README.md example {index + 1}", "exec"), {"__name__": "readme"})
     finally:
         torch.set_num_threads(threads)
+
+
+def test_ci_runs_the_readme_test_command():
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    command = lines[lines.index("# The README's test command, exactly:") + 1]
+    assert command == 'pip install -e ".[dev]" && python -m pytest'
+    assert f"\n{command}\n" in README.read_text()

@@ -1,16 +1,21 @@
-"""Fit the CGAE additive model (seed 000) with its batched Gibbs sampler.
+"""Fit the CGAE additive model with its batched Gibbs sampler.
 
-    python -m train.cgae --data-root ../shared/data/mnist            # MNIST, ~12 minutes on 2 cores
+    python -m train.cgae --data-root ../shared/data/mnist            # MNIST, H=16, K=32, R=7
     python -m train.cgae --components 8 --minutes 3 --metrics-json cgae.json
 
 Each iteration draws a batch of images, runs ``--chains`` annealed Gibbs chains per image
 (``--sweeps`` sweeps, beta from ``--beta-start`` to ``--beta-end``) with the prototypes fixed,
 then takes one gradient step on the prototypes with the sampled placements fixed. The chains are
-weighted by the softmax of their log-likelihood ``-weight_beta * SSE`` (detached), as in the
-seed's ``logp.softmax(0).detach() * logp``. Prototype usage and its entropy are logged; every
-``--reseed-every`` iterations prototypes nobody used are reseeded from patches of missing ink.
+weighted by the softmax of their log-likelihood ``-weight_beta * SSE`` (detached), as the
+design note's ``logp.softmax(0).detach() * logp`` does. Prototype usage and its entropy are
+logged; every ``--reseed-every`` iterations prototypes nobody used are reseeded from patches of
+missing ink.
 At the end the held-out ``--eval-split`` is encoded (best of ``--chains`` chains per image) and
 scored; bits per image = H log2(K * rows * cols + 1).
+
+References:
+
+- the CGAE design note (卷积生成式自编码器 CGAE, draft); the model is in :mod:`decoders.cgae`.
 """
 
 from __future__ import annotations

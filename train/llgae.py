@@ -1,16 +1,22 @@
-"""Fit LLGAE (K > 1) or LGAE (K = 1), seed 001: linear decoders with codes found by inner steps.
+"""Fit LLGAE (K > 1) or LGAE (K = 1): linear decoders with codes found by inner steps.
 
-    python -m train.llgae --data-root ../shared/data/mnist          # K=11, E=20 on MNIST, a few minutes
+    python -m train.llgae --data-root ../shared/data/mnist          # K=11, E=20 on MNIST
     python -m train.llgae --dataset fashion-mnist --data-root DIR --split train --eval-split test \\
-        --epochs 600 --minutes 0                                      # the seed's published run
+        --epochs 600 --minutes 0 --init random                        # the LLGAE note's settings
 
 Each iteration encodes a batch (``--n-step`` inner steps of size ``--beta`` with the decay term,
 for every component), keeps the best component per image and takes an RMSprop step on its
 squared error, differentiated through the inner steps. Images are centred by their own mean
-(``--no-center`` to switch off), as in the seed. At the end ``--eval-split`` is scored: SSE on
-[0, 1] pixels and the seed's figure (per-pixel MSE on the 0..255 scale of centred images; the
-published Fashion-MNIST run reached 768.06). Bits per image count the component index and the
-codes as float32: log2 K + 32 E (+ 32 for the per-image mean when centring).
+(``--no-center`` to switch off), as the LLGAE note does. At the end ``--eval-split`` is scored:
+SSE on [0, 1] pixels and the note's own figure, ``seed_figure`` (per-pixel MSE on the 0..255
+scale of centred images), comparable with the table of the note. Bits per image count the
+component index and the codes as float32: log2 K + 32 E (+ 32 for the per-image mean when
+centring).
+
+References:
+
+- the LLGAE note: CATSMILE-1022, Locally Linear Generative Autoencoder,
+  http://catsmile.info/1022-llgae.html; the model is in :mod:`decoders.llgae`.
 """
 
 from __future__ import annotations
@@ -38,10 +44,10 @@ class Args(CommonArgs):
     code_size: int = arg(20, "E, code dimensions per component")
     beta: float = arg(0.01, "inner step size")
     n_step: int = arg(5, "inner steps per encoding")
-    center: bool = arg(True, "centre every image by its own mean (the seed's setting)")
+    center: bool = arg(True, "centre every image by its own mean, as the LLGAE note does")
     init: str = arg(
         "kmeans",
-        "kmeans: k-means++ centres and per-cluster PCA; random: the seed's random start",
+        "kmeans: k-means++ centres and per-cluster PCA; random: data images as means, random bases",
         choices=("kmeans", "random"),
     )
     batch_size: int = arg(100, "images per iteration")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from agents.encoders import CHECKPOINT_KIND
 from benchmarks import encoders
 from decoders.storage import load_checkpoint
@@ -16,7 +18,8 @@ def test_quick_run_scores_policy_and_greedy_per_estimator(tmp_path, capsys):
             "--datasets",
             "shapes",
             "--estimators",
-            "reinforce:self-critical,vimco",
+            "reinforce:self-critical",
+            "vimco",
             "--shapes-minutes",
             "0.03",
             "--eval-images",
@@ -41,3 +44,18 @@ def test_quick_run_scores_policy_and_greedy_per_estimator(tmp_path, capsys):
     )
     assert (saved["args"]["estimator"], saved["args"]["baseline"]) == ("reinforce", "self-critical")
     assert "| shapes | policy (vimco) |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--estimators", "adam"], ["--estimators", "iw:loo"], ["--estimators", "reinforce:median"]],
+    ids=["unknown-estimator", "baseline-on-iw", "unknown-baseline"],
+)
+def test_bad_estimator_spec_is_a_clear_error(argv):
+    with pytest.raises(ValueError, match="--estimators"):
+        encoders.main(argv)
+
+
+def test_unknown_dataset_is_rejected_by_the_parser():
+    with pytest.raises(SystemExit):
+        encoders.main(["--datasets", "cifar"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from benchmarks import estimator_variance
 from train import reinforce
 
@@ -67,3 +69,17 @@ def test_rows_for_every_estimator_at_one_checkpoint(tmp_path, capsys):
     assert rows["reinforce (moving average)"]["variance"] < 0.8 * rows["reinforce (no baseline)"]["variance"]
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert "| iw (per step) |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "--checkpoint"),
+        (["--checkpoint", "ck.pt", "--samples", "1"], "--samples"),
+        (["--checkpoint", "ck.pt", "--baseline-batches", "0"], "--baseline-batches"),
+    ],
+    ids=["no-checkpoint", "one-sample", "no-baseline-batches"],
+)
+def test_bad_arguments_are_clear_errors(argv, message):
+    with pytest.raises(ValueError, match=message):
+        estimator_variance.main(argv)
