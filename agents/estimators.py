@@ -9,37 +9,44 @@ optimisation loop lives elsewhere. With ``log q_r(x|z) = -beta * SSE(x, dec(z))`
   with returns-to-go (the decrease of the SSE from step t on; rewards before t do not depend on
   the action at t), a baseline and an optional entropy bonus. Unbiased with every baseline of
   :data:`BASELINES`: none of them depends on the action it multiplies. The ``self-critical``
-  baseline (Rennie et al. 2017) is the return of the policy's own most likely program, so a
+  baseline is the return of the policy's own most likely program, so a
   sample is reinforced exactly when it beats what the encoder would output at test time.
-- :func:`iw` - the seed's importance-weighted gradient of ``log sum_z q_e(z|x) q_r(x|z)`` with
-  S samples and self-normalised weights ``w_s = softmax_s(log q_r(x|z_s))`` (detached):
-  ``sum_s w_s grad[log q_e(z_s|x) + log q_r(x|z_s)]``. Biased for finite S, consistent as S
-  grows (the reweighted wake-sleep wake update). The encoder term subtracts a control variate
-  with mean zero, which lowers the variance without changing the expectation: ``1/S``, or with
-  ``per_step=True``, per step, the weight ``w_s^(-s,t)`` that sample s would have if its return
-  from step t on were replaced by the other samples' mean (a function of its past and of the other
-  samples, never of the actions it multiplies; the VIMCO refinement below applied to the weights).
+- :func:`iw` - the importance-weighted gradient of ``log sum_z q_e(z|x) q_r(x|z)`` (the CGAE
+  note's objective "without Jensen") with S samples and self-normalised weights
+  ``w_s = softmax_s(log q_r(x|z_s))`` (detached): ``sum_s w_s grad[log q_e(z_s|x) + log q_r(x|z_s)]``.
+  Biased for finite S, consistent as S grows (the reweighted wake-sleep wake update). The encoder
+  term subtracts a control variate with mean zero: ``1/S``, or with ``per_step=True``, per step,
+  the weight ``w_s^(-s,t)`` that sample s would have if its return from step t on were replaced by
+  the other samples' mean (a function of its past and of the other samples, never of the actions
+  it multiplies).
 - :func:`vimco` - unbiased gradient of the S-sample bound ``L_S = log (1/S) sum_s q_r(x|z_s)``
-  with the leave-one-out learning signal ``L_S - L_S^(-s)`` per sample (Mnih & Rezende 2016),
-  where ``L_S^(-s)`` replaces ``log q_r(x|z_s)`` by the mean of the other samples' values.
-  With ``per_step=True`` the signal is refined per step, as returns-to-go refine REINFORCE's: the
-  score of step t is multiplied by ``L_S - L_S^(-s,t)``, where ``L_S^(-s,t)`` keeps what sample
-  s's rewards before t contributed to ``log q_r(x|z_s)`` and replaces only the rest (its return
-  from t on) by the other samples' mean. That baseline depends on the past of sample s and on
-  the other samples, never on the actions it multiplies, so the estimator stays unbiased; at
-  t = 0 it is the paper's. The default is the paper's one signal per program: the per-step form
-  has less variance on the exact tiny problem (T = 2), but more on ``shapes`` (at every S
-  measured) and on a trained MNIST policy, where the weights are peaked and for the best sample
-  ``L_S - L_S^(-s,t)`` becomes the un-averaged difference of its future from the others' mean
-  (``benchmarks.estimator_variance``). With S = 2 and ``d = f_1 - f_2`` the paper's signal is
-  ``d/2 + log cosh(d/2)`` for sample 1 (``-d/2 + log cosh(d/2)`` for sample 2): REINFORCE's
-  per-program leave-one-out advantage plus a term >= 0 on both scores that estimates the gradient
-  of the bound's Jensen gap (tested). So VIMCO is not uniformly less noisy than REINFORCE with the
-  leave-one-out baseline: measured, it has more variance on the exact tiny problem and at untrained
-  policies, less at trained ones.
+  with the leave-one-out learning signal ``L_S - L_S^(-s)`` per sample, where ``L_S^(-s)``
+  replaces ``log q_r(x|z_s)`` by the mean of the other samples' values. With ``per_step=True``
+  the score of step t is multiplied by ``L_S - L_S^(-s,t)``, where only sample s's return from t
+  on is replaced by the other samples' mean; that baseline never depends on the actions it
+  multiplies, so the estimator stays unbiased. With S = 2 and ``d = f_1 - f_2`` the signal is
+  ``+-d/2 + log cosh(d/2)``: REINFORCE's leave-one-out advantage plus a term >= 0 on both scores
+  that estimates the gradient of the bound's Jensen gap (tested), so VIMCO is not uniformly less
+  noisy than REINFORCE with the leave-one-out baseline.
+- :func:`memoised` - memoised wake-sleep on a memory of M programs per image (the best programs
+  search has found, ``agents.memory``), with weights ``w_m = softmax_m(log q_r(x|z_m))``: the
+  encoder maximises ``sum_m w_m log q_e(z_m|x)``, i.e. minimises ``KL(p_M(z|x) || q_e(z|x))`` for
+  the posterior ``p_M`` restricted to the memory; the dictionary maximises
+  ``log sum_m q_r(x|z_m)``, a lower bound of ``log sum_z q_r(x|z)`` that tightens as the memory
+  improves. Both are exact when the memory holds every program (tested by enumeration); with one
+  program per image they are maximum likelihood of the best known program (expert iteration's
+  imitation step) and the SSE of that program (hard EM).
 
-All three are checked against gradients computed exactly by enumerating every program of a
+All four are checked against gradients computed exactly by enumerating every program of a
 tiny problem (``tests/agents/test_estimators.py``).
+
+References:
+    Williams, Simple Statistical Gradient-Following Algorithms for Connectionist Reinforcement
+    Learning, 1992; Rennie et al., Self-critical Sequence Training for Image Captioning, 2017;
+    Bornschein & Bengio, Reweighted Wake-Sleep, 2015; Le et al., Revisiting Reweighted Wake-Sleep
+    for Models with Stochastic Control Flow, 2019; Mnih & Rezende, Variational Inference for Monte
+    Carlo Objectives, 2016; Hewitt, Le, Tenenbaum, Learning to learn generative programs with
+    Memoised Wake-Sleep, 2020; the CGAE design note (the importance-weighted objective).
 """
 
 from __future__ import annotations
@@ -225,6 +232,19 @@ def vimco(batch: SampleBatch, beta: float = 1.0, entropy_coef: float = 0.0, per_
     encoder_loss = -(signal * batch.log_probs).sum(-1).sum(1).mean()
     decoder_loss = -(f.softmax(1) * log_likelihood).sum(1).mean()
     return _finish(encoder_loss, decoder_loss, batch.log_probs.new_zeros(()), signal, batch, entropy_coef)
+
+
+def memoised(log_probs: torch.Tensor, sse: torch.Tensor, beta: float = 1.0) -> Surrogate:
+    """Memoised wake-sleep on memory programs: ``log_probs`` ``(N, M)`` their log q_e (gradient to the
+    encoder), ``sse`` ``(N, M)`` their SSE (gradient to the dictionary); see the module docstring."""
+    if log_probs.dim() != 2 or sse.shape != log_probs.shape:
+        raise ValueError(f"log_probs and sse must both be (N, M), got {tuple(log_probs.shape)} and {tuple(sse.shape)}")
+    log_likelihood = -beta * sse
+    weights = log_likelihood.detach().softmax(dim=1)
+    encoder_loss = -(weights * log_probs).sum(1).mean()
+    decoder_loss = -(weights * log_likelihood).sum(1).mean()
+    zero = log_probs.new_zeros(())
+    return Surrogate(encoder_loss + decoder_loss, encoder_loss, decoder_loss, zero, weights)
 
 
 ESTIMATORS = {"reinforce": reinforce, "iw": iw, "vimco": vimco}

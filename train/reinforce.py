@@ -34,7 +34,9 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from tqdm import tqdm
 
 from agents.encoders import CHECKPOINT_KIND, policy_encoder
-from agents.estimators import BASELINES, ESTIMATORS, SampleBatch, Surrogate, returns_to_go
+from agents.estimators import BASELINES, ESTIMATORS, SampleBatch, Surrogate, memoised, returns_to_go
+from agents.gibbs import refine_programs
+from agents.memory import ProgramMemory
 from agents.policy import PainterPolicy, PolicyConfig, policy_for
 from agents.rollout import rollout
 from decoders.cgae import usage_entropy
@@ -48,6 +50,7 @@ from train.common.distributed import (
     Context,
     average_,
     broadcast_,
+    gather_across,
     init_from_env,
     mean_across,
     merge_across,
@@ -118,6 +121,19 @@ class Args(CommonArgs):
     score_scale: float = arg(
         50.0, "starting inverse temperature of the matched-filter logits (learned; large: start near greedy search)"
     )
+    fit_dictionary: str = arg(
+        "samples",
+        "what the dictionary is fitted to: the estimator's weighted samples, or the best program found so far "
+        "for each image (memory; hard EM on refined programs)",
+        choices=("samples", "memory"),
+    )
+    imitation_coef: float = arg(
+        0.0, "weight of the encoder's imitation of the best program found so far for each image (0: none)"
+    )
+    refine_sweeps: int = arg(
+        1, "Gibbs sweeps that refine an image's remembered program each time the image is drawn (memory only)"
+    )
+    refine_beta: float = arg(100.0, "inverse temperature of those Gibbs sweeps (large: coordinate ascent)")
     resume: str = arg(None, "continue the run saved in this checkpoint", type=str)
     save_every: int = arg(50, "iterations between checkpoints")
     log_every: int = arg(10, "iterations between scalar logs (with a gradient-variance estimate)")
@@ -139,6 +155,7 @@ class Trainer:
     moving_average: torch.Tensor
     run_name: str
     writer: object
+    memory: ProgramMemory | None = None
     done: int = 0
     elapsed: float = 0.0
     resumed_at: tuple[int, float] = (0, 0.0)
@@ -179,9 +196,15 @@ def env_config(args: Args, split: str, dictionary=None) -> PainterConfig:
     )
 
 
+def uses_memory(args: Args) -> bool:
+    return args.fit_dictionary == "memory" or args.imitation_coef > 0
+
+
 def check_args(args: Args) -> None:
     if args.samples < 1 or args.batch_size < 2 or args.batch_size % 2:
         raise ValueError("--samples must be >= 1 and --batch-size an even number >= 2")
+    if args.refine_sweeps < 0 or args.imitation_coef < 0 or args.refine_beta <= 0:
+        raise ValueError("--refine-sweeps and --imitation-coef must be >= 0 and --refine-beta > 0")
     if args.shards < 1 or args.batch_size % args.shards:
         raise ValueError(f"--shards must be >= 1 and divide --batch-size ({args.batch_size}), got {args.shards}")
 
@@ -214,6 +237,8 @@ def set_up(argv) -> Trainer:
         shard_generators(args.seed, range(context.rank * args.shards, (context.rank + 1) * args.shards), device),
         torch.zeros(painter.max_steps, device=device), run_name="", writer=None,
     )  # fmt: skip
+    if uses_memory(args):
+        trainer.memory = ProgramMemory(len(painter.data), painter.max_steps, device)
     if resumed is not None:
         restore(trainer, resumed)
     name_run(trainer)
@@ -235,6 +260,8 @@ def restore(trainer: Trainer, resumed: dict) -> None:
     trainer.optimizer.load_state_dict(resumed["optimizer"])
     restore_generator_states(trainer.generators, resumed["rng"])
     trainer.moving_average = resumed["moving_average"].to(trainer.device)
+    if trainer.memory is not None:
+        trainer.memory.load_state_dict(resumed["memory"])
     trainer.done, trainer.elapsed, trainer.run_name = resumed["iteration"], resumed["elapsed"], resumed["run_name"]
     trainer.resumed_at = (trainer.done, trainer.elapsed)
 
@@ -276,11 +303,8 @@ def sample_batch(policy, dictionary, targets, geometry, steps, args, generator):
     if args.estimator == "reinforce" and args.baseline == "self-critical":
         with torch.no_grad():  # the most likely program: what the encoder will output at test time
             reference = rollout(policy, targets, dictionary, geometry, steps, mode="greedy").rewards
-    values, support = dictionary.patches()
-    if args.freeze_dictionary:
-        values = values.detach()
-    canvas = decode(out.actions, values, support, dictionary.num_levels, geometry)
-    sse = (repeated - canvas).square().flatten(1).sum(1)
+    sse = painted_sse(repeated, out.actions, dictionary, geometry, fitted=args.fit_dictionary == "samples" and
+                      not args.freeze_dictionary)  # fmt: skip
     shape = (count, args.samples, steps)
     batch = SampleBatch(
         out.log_probs.view(shape),
@@ -291,6 +315,44 @@ def sample_batch(policy, dictionary, targets, geometry, steps, args, generator):
         reference,
     )
     return batch, out
+
+
+def painted_sse(targets, programs, dictionary, geometry, fitted: bool) -> torch.Tensor:
+    """SSE ``(B,)`` of the programs' paintings, differentiable in the dictionary when it is ``fitted`` to them."""
+    values, support = dictionary.patches()
+    if not fitted:
+        values = values.detach()
+    canvas = decode(programs, values, support, dictionary.num_levels, geometry)
+    return (targets - canvas).square().flatten(1).sum(1)
+
+
+@dataclass
+class Remembered:
+    """The best known program of each drawn image (after refinement): its index in the fit split,
+    the program ``(B, T, 4)``, its log q_e ``(B, 1)`` (teacher-forced) and its SSE ``(B, 1)``."""
+
+    index: torch.Tensor
+    programs: torch.Tensor
+    log_probs: torch.Tensor
+    sse: torch.Tensor
+
+
+def recall(trainer: Trainer, index, targets, out, generator) -> Remembered:
+    """Amortise, then refine: the best of the remembered program and the policy's samples, improved by
+    ``--refine-sweeps`` Gibbs sweeps; scored by the policy (teacher forcing) and painted."""
+    args, painter, dictionary = trainer.args, trainer.painter, trainer.dictionary
+    geometry, steps = painter.geometry, painter.max_steps
+    candidates = out.actions.view(len(index), args.samples, steps, 4)
+    best, _ = trainer.memory.best(index, targets, candidates, dictionary, geometry)
+    refined = refine_programs(targets, best, dictionary, geometry, args.refine_sweeps, args.refine_beta,
+                              args.refine_beta, generator)  # fmt: skip
+    log_probs = torch.zeros(len(index), 1, device=targets.device)
+    if args.imitation_coef > 0:
+        taught = rollout(trainer.policy, targets, dictionary, geometry, steps, actions=refined)
+        log_probs = taught.log_probs.sum(1, keepdim=True)
+    fitted = args.fit_dictionary == "memory" and not args.freeze_dictionary
+    sse = painted_sse(targets, refined, dictionary, geometry, fitted).unsqueeze(1)
+    return Remembered(index, refined, log_probs, sse)
 
 
 def draw_shards(trainer: Trainer):
@@ -305,8 +367,13 @@ def draw_shards(trainer: Trainer):
             trainer.policy, trainer.dictionary, targets, painter.geometry, painter.max_steps, args,
             trainer.generators[sample],
         )  # fmt: skip
-        parts.append((targets, batch, out))
-    return parts[0] if len(parts) == 1 else tuple(concatenate(list(column)) for column in zip(*parts))
+        remembered = None
+        if trainer.memory is not None:
+            remembered = recall(trainer, index.to(trainer.device), targets, out, trainer.generators[sample])
+        parts.append((targets, batch, out, remembered))
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(None if column[0] is None else concatenate(list(column)) for column in zip(*parts))
 
 
 def concatenate(items: list):
@@ -318,6 +385,13 @@ def concatenate(items: list):
     return type(first)(
         *(None if getattr(first, f) is None else torch.cat([getattr(i, f) for i in items]) for f in fields)
     )
+
+
+def remember(trainer: Trainer, remembered: Remembered | None) -> None:
+    """Store the refined programs of every rank's images, in rank order, so that all memories stay equal."""
+    if remembered is not None:
+        index = gather_across(remembered.index, trainer.context)
+        trainer.memory.store(index, gather_across(remembered.programs, trainer.context))
 
 
 def gradient_variance(loss_halves, parameters) -> tuple[list[torch.Tensor], float]:
@@ -346,38 +420,59 @@ def estimator_options(trainer: Trainer) -> dict:
     return options
 
 
-def backward(trainer: Trainer, batch: SampleBatch, logging: bool) -> tuple[Surrogate, float | None]:
+def surrogate(trainer: Trainer, batch: SampleBatch, remembered: Remembered | None) -> Surrogate:
+    """The estimator's surrogate on the samples, plus, with a memory, the memoised wake-sleep terms:
+    the encoder imitates the remembered programs (``--imitation-coef``), the dictionary is fitted
+    to them (``--fit-dictionary memory``)."""
+    args = trainer.args
+    sampled = ESTIMATORS[args.estimator](batch, **estimator_options(trainer))
+    if remembered is None:
+        return sampled
+    taught = memoised(remembered.log_probs, remembered.sse, args.beta)
+    encoder = sampled.encoder_loss + args.imitation_coef * taught.encoder_loss
+    decoder = taught.decoder_loss if args.fit_dictionary == "memory" else sampled.decoder_loss
+    return Surrogate(encoder + decoder + sampled.value_loss, encoder, decoder, sampled.value_loss, sampled.signal)
+
+
+def half(item, part: slice):
+    """Rows ``part`` of a dataclass of per-image tensors (``None`` stays ``None``)."""
+    if item is None:
+        return None
+    fields = [getattr(item, f.name) for f in dataclasses.fields(item)]
+    return type(item)(*(None if t is None else t[part] for t in fields))
+
+
+def backward(trainer: Trainer, batch: SampleBatch, remembered, logging: bool) -> tuple[Surrogate, float | None]:
     """Set the parameters' gradients (averaged over the ranks); on logging iterations also estimate
     their variance from two half-batches."""
-    estimator, options = ESTIMATORS[trainer.args.estimator], estimator_options(trainer)
     trainer.optimizer.zero_grad()
     spread = None
     if logging:
-        half = batch.log_probs.shape[0] // 2
-        fields = [getattr(batch, f.name) for f in dataclasses.fields(batch)]
+        middle = batch.log_probs.shape[0] // 2
         halves = [
-            estimator(SampleBatch(*(None if t is None else t[part] for t in fields)), **options)
-            for part in (slice(0, half), slice(half, None))
+            surrogate(trainer, half(batch, part), half(remembered, part))
+            for part in (slice(0, middle), slice(middle, None))
         ]
         grads, spread = gradient_variance([h.loss for h in halves], trainer.parameters)
         for p, g in zip(trainer.parameters, grads):
             p.grad = g
-        surrogate = halves[0]
+        loss = halves[0]
     else:
-        surrogate = estimator(batch, **options)
-        surrogate.loss.backward()
+        loss = surrogate(trainer, batch, remembered)
+        loss.loss.backward()
     # Averaged by hand, not by a DistributedDataParallel wrapper: the policy runs step by step inside
     # `rollout` (no single forward for DDP to hook), and logging iterations take half-batch gradients.
     average_([p.grad for p in trainer.parameters if p.grad is not None], trainer.context)
-    return surrogate, spread
+    return loss, spread
 
 
 def train_iteration(trainer: Trainer, iteration: int) -> dict:
     """One gradient step of the policy and the dictionary; what the logs need of it."""
     args, steps = trainer.args, trainer.painter.max_steps
-    targets, batch, out = draw_shards(trainer)
+    targets, batch, out, remembered = draw_shards(trainer)
     logging = (iteration + 1) % args.log_every == 0
-    surrogate, spread = backward(trainer, batch, logging)
+    loss, spread = backward(trainer, batch, remembered, logging)
+    remember(trainer, remembered)
     torch.nn.utils.clip_grad_norm_(trainer.policy.parameters(), args.max_grad_norm)
     figures = mean_across(
         torch.cat([
@@ -392,8 +487,9 @@ def train_iteration(trainer: Trainer, iteration: int) -> dict:
     trainer.optimizer.step()
     trainer.done = iteration + 1
     sse, returns, blank, entropy = figures[steps:].tolist()
-    return dict(sse=sse, returns=returns, blank=blank, entropy=entropy, surrogate=surrogate, spread=spread,
-                actions=out.actions, canvas=out.canvas, targets=targets)  # fmt: skip
+    memory_sse = None if remembered is None else float(mean_across(remembered.sse.mean().detach(), trainer.context))
+    return dict(sse=sse, returns=returns, blank=blank, entropy=entropy, surrogate=loss, spread=spread,
+                actions=out.actions, canvas=out.canvas, targets=targets, memory_sse=memory_sse)  # fmt: skip
 
 
 def log_iteration(trainer: Trainer, step: dict) -> None:
@@ -432,6 +528,8 @@ def log_scalars(trainer: Trainer, step: dict) -> None:
         "policy/position_scale": float(trainer.policy.log_position_scale.detach().exp()),
         "dictionary/usage_entropy_bits": usage_entropy(losses[4:]),
     }
+    if step["memory_sse"] is not None:
+        scalars["charts/memory_sse"] = step["memory_sse"]
     if trainer.painter.data.programs is not None:
         scalars["charts/optimal_return_fraction"] = step["returns"] / step["blank"]
     for tag, value in scalars.items():
@@ -461,6 +559,7 @@ def save(trainer: Trainer, rng: dict | None = None) -> None:
         "env_config": env_config(args, args.split).to_dict(), "dictionary": trainer.dictionary.to_payload(),
         "policy_config": trainer.policy.config.to_dict(), "policy": trainer.policy.state_dict(),
         "optimizer": trainer.optimizer.state_dict(), "rng": rng, "moving_average": trainer.moving_average.cpu(),
+        **({"memory": trainer.memory.state_dict()} if trainer.memory is not None else {}),
     }, trainer.checkpoint_path)  # fmt: skip
 
 

@@ -215,3 +215,16 @@ def test_a_default_name_whose_checkpoint_exists_is_not_reused(tmp_path):
     (tmp_path / "ck" / "run").mkdir(parents=True)  # e.g. logs deleted, checkpoint kept
     assert claim_run_name("run", tmp_path / "runs", tmp_path / "ck") == "run_2"
     assert claim_run_name("run", tmp_path / "runs", tmp_path / "ck") == "run_3"
+
+
+def test_amortise_then_refine_remembers_programs_and_resumes_exactly(tmp_path):
+    refine = ["--imitation-coef", "1", "--fit-dictionary", "memory", "--refine-sweeps", "1"]
+    _run(tmp_path, "memory", "--iterations", "4", *refine)
+    _run(tmp_path, "memory-part", "--iterations", "2", *refine)
+    reinforce.main(["--resume", str(tmp_path / "ck" / "memory-part" / "checkpoint.pt"), "--iterations", "4"])
+    full, part = _checkpoint(tmp_path, "memory"), _checkpoint(tmp_path, "memory-part")
+    assert int(full["memory"]["filled"].sum()) > 4  # 4 iterations of 4 images, a few drawn twice
+    assert torch.equal(full["memory"]["programs"], part["memory"]["programs"])
+    for name, value in full["policy"].items():
+        assert torch.equal(value, part["policy"][name]), name
+    assert torch.equal(full["dictionary"]["state"]["mean"], part["dictionary"]["state"]["mean"])

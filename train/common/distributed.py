@@ -78,6 +78,15 @@ def mean_across(tensor: torch.Tensor, context: Context) -> torch.Tensor:
     return total
 
 
+def gather_across(tensor: torch.Tensor, context: Context) -> torch.Tensor:
+    """Every rank's ``tensor`` (same shape on each), concatenated along the first dimension in rank order."""
+    if not context.distributed:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(context.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 def broadcast_(tensors: list[torch.Tensor], context: Context) -> None:
     """Overwrite the tensors with rank 0's values (every rank starts from the same parameters)."""
     if context.distributed:
