@@ -7,7 +7,8 @@
   ``agents.sb3.encoder.sb3_programs``;
 - ``"greedy"``: greedy search (beta -> infinity) with the painter's dictionary;
 - ``"gibbs"``: Gibbs refinement (``agents.gibbs.refine_programs``) of the policy's programs when
-  the checkpoint has a policy, of greedy's otherwise.
+  the checkpoint has a policy, of greedy's otherwise;
+- ``"greedy-gibbs"``: Gibbs refinement of greedy search's programs.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from pathlib import Path
 
 import torch
 
+from agents.gibbs import refine_programs
 from agents.greedy import greedy_programs
 from agents.policy import PainterPolicy, PolicyConfig
 from agents.rollout import rollout
 from decoders.storage import load_checkpoint
 from painter_env.config import Painter
 
-ENCODERS = ("policy", "greedy", "gibbs")
+ENCODERS = ("policy", "greedy", "gibbs", "greedy-gibbs")
 CHECKPOINT_KIND = "painter-reinforce"
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
@@ -111,12 +113,11 @@ def build_encoder(
     proposal = policy_encoder(load_policy(payload, device), painter, policy_samples) if has_policy else greedy
     if name in ("policy", "greedy"):
         return proposal if name == "policy" else greedy
-
+    if name == "greedy-gibbs":
+        proposal = greedy
     generator = torch.Generator(device).manual_seed(0)  # Gibbs sampling is reproducible run to run
 
     def gibbs(images: torch.Tensor) -> torch.Tensor:
-        from agents.gibbs import refine_programs
-
         return refine_programs(
             images, proposal(images), painter.dictionary, painter.geometry, sweeps=gibbs_sweeps, generator=generator
         )

@@ -27,6 +27,7 @@ from painter_env.config import Painter, PainterConfig, build_painter, device_of
 from painter_env.rendering import gif_bytes
 from train.common.config import arg, parse_args
 from train.common.metrics import program_bits, reconstruction_metrics, write_metrics_json
+from train.common.run import user_errors
 
 
 @dataclass
@@ -128,25 +129,26 @@ def format_table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(Args, __doc__.split("\n\n")[0], argv)
+def set_up(args: Args) -> tuple[Painter, Encoder, torch.device]:
+    """The painter to score and the encoder, from the checkpoint and the flags."""
     device = device_of(args.device)
     torch.set_num_threads(args.threads)
     payload = None
     if args.checkpoint is not None and not args.checkpoint.endswith(".zip"):
         payload = load_checkpoint(args.checkpoint, CHECKPOINT_KIND)
-    elif args.encoder != "greedy" and args.checkpoint is None:
+    elif args.encoder not in ("greedy", "greedy-gibbs") and args.checkpoint is None:
         raise ValueError(f"--encoder {args.encoder} needs --checkpoint")
     painter = painter_from_checkpoint(args, payload)
     painter.dictionary.to(device)
-    encoder = build_encoder(
-        args.encoder,
-        payload if payload is not None else args.checkpoint,
-        painter,
-        device,
-        gibbs_sweeps=args.gibbs_sweeps,
-        policy_samples=args.policy_samples,
-    )
+    checkpoint = payload if payload is not None else args.checkpoint
+    encoder = build_encoder(args.encoder, checkpoint, painter, device, args.gibbs_sweeps, args.policy_samples)
+    return painter, encoder, device
+
+
+def main(argv=None) -> dict:
+    args = parse_args(Args, __doc__.split("\n\n")[0], argv)
+    with user_errors():
+        painter, encoder, device = set_up(args)
     images = painter.data.images[: args.num_images]
     metrics, programs = evaluate_encoder(encoder, images, painter, args.batch_size, device)
     metrics.update(

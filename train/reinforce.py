@@ -24,6 +24,7 @@ ranks, so it reproduces their run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from tqdm import tqdm
 from agents.encoders import CHECKPOINT_KIND, policy_encoder
 from agents.estimators import BASELINES, ESTIMATORS, SampleBatch, Surrogate, memoised, returns_to_go
 from agents.gibbs import refine_programs
+from agents.greedy import greedy_programs
 from agents.memory import ProgramMemory
 from agents.policy import PainterPolicy, PolicyConfig, policy_for
 from agents.rollout import rollout
@@ -88,6 +90,9 @@ class Args(CommonArgs):
     env: str = arg("painter", "environment to train on (the patch painter)", choices=("painter",))
     image_size: int = arg(None, "resize images to this size (shapes: generate at it; default 28)", type=int)
     steps: int = arg(None, "program length T (default: 8 on shapes, 16 otherwise)", type=int)
+    match_bits: float = arg(
+        None, "choose T so that the program's bits, T log2((2M+1)^2 K L), are closest to these", type=float
+    )
     patch_size: int = arg(7, "patch size R")
     num_prototypes: int = arg(None, "K (default: 12 ground-truth shapes, else 32 k-means++)", type=int)
     num_levels: int = arg(3, "L, code levels per prototype")
@@ -129,6 +134,12 @@ class Args(CommonArgs):
     )
     imitation_coef: float = arg(
         0.0, "weight of the encoder's imitation of the best program found so far for each image (0: none)"
+    )
+    proposals: list = arg(
+        ["greedy", "policy"],
+        "programs proposed to the memory besides the policy's samples: greedy search's, the policy's most likely",
+        type=str,
+        choices=("greedy", "policy"),
     )
     refine_sweeps: int = arg(
         1, "Gibbs sweeps that refine an image's remembered program each time the image is drawn (memory only)"
@@ -226,6 +237,9 @@ def set_up(argv) -> Trainer:
     device = apply_threads_and_seed(dataclasses.replace(args, device=device_name))
     dictionary = PatchDictionary.from_payload(resumed["dictionary"]) if resumed else None
     painter = build_painter(env_config(args, args.split, dictionary))
+    if args.match_bits is not None and args.steps is None:
+        args = dataclasses.replace(args, steps=steps_for_bits(args.match_bits, painter))
+        painter = dataclasses.replace(painter, max_steps=args.steps)
     painter.dictionary.to(device)
     held_out = build_painter(env_config(args, args.eval_split, painter.dictionary))
     policy = new_policy(args, painter, resumed).to(device)
@@ -244,6 +258,12 @@ def set_up(argv) -> Trainer:
     name_run(trainer)
     broadcast_(trainer.parameters, context)
     return trainer
+
+
+def steps_for_bits(bits: float, painter: Painter) -> int:
+    """The program length whose bits per image are closest to ``bits`` (at least one step)."""
+    per_step = math.log2(painter.geometry.num_moves**2 * painter.dictionary.num_patches)
+    return max(1, round(bits / per_step))
 
 
 def new_policy(args: Args, painter: Painter, resumed: dict | None) -> PainterPolicy:
@@ -342,8 +362,14 @@ def recall(trainer: Trainer, index, targets, out, generator) -> Remembered:
     ``--refine-sweeps`` Gibbs sweeps; scored by the policy (teacher forcing) and painted."""
     args, painter, dictionary = trainer.args, trainer.painter, trainer.dictionary
     geometry, steps = painter.geometry, painter.max_steps
-    candidates = out.actions.view(len(index), args.samples, steps, 4)
-    best, _ = trainer.memory.best(index, targets, candidates, dictionary, geometry)
+    candidates = [out.actions.view(len(index), args.samples, steps, 4)]
+    with torch.no_grad():
+        if "greedy" in args.proposals:
+            candidates.append(greedy_programs(targets, dictionary, geometry, steps)[0].unsqueeze(1))
+        if "policy" in args.proposals:
+            likely = rollout(trainer.policy, targets, dictionary, geometry, steps, mode="greedy")
+            candidates.append(likely.actions.unsqueeze(1))
+    best, _ = trainer.memory.best(index, targets, torch.cat(candidates, 1), dictionary, geometry)
     refined = refine_programs(targets, best, dictionary, geometry, args.refine_sweeps, args.refine_beta,
                               args.refine_beta, generator)  # fmt: skip
     log_probs = torch.zeros(len(index), 1, device=targets.device)

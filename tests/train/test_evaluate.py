@@ -91,15 +91,23 @@ def test_gibbs_refines_the_policy_programs(trained):
     assert out["num_images"] == 6
 
 
-def test_bad_requests_raise_value_errors(trained):
+def test_bad_requests_raise_value_errors(trained, capsys):
     _, checkpoint, _ = trained
-    with pytest.raises(ValueError, match="needs --checkpoint"):
+    with pytest.raises(SystemExit) as exit_info:
         evaluate.main(["--encoder", "policy"])
+    assert exit_info.value.code == 2 and "error: --encoder policy needs --checkpoint" in capsys.readouterr().err
     payload = torch.load(checkpoint, weights_only=True)
     with pytest.raises(ValueError, match="unknown encoder"):
         build_encoder("beam", payload, None, "cpu")
     with pytest.raises(ValueError, match="trained for"):
         build_encoder("policy", payload, build_painter(PainterConfig()), "cpu")  # 28x28, the policy knows 12x12
+
+
+def test_refined_greedy_is_never_worse_than_greedy(trained):
+    _, checkpoint, _ = trained
+    greedy = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "greedy", "--num-images", "10"])
+    refined = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "greedy-gibbs", "--num-images", "10"])
+    assert refined["sse"] <= greedy["sse"] + 1e-6
 
 
 def test_best_of_n_policy_is_never_worse(trained):
