@@ -181,11 +181,16 @@ def dictionary_from_images(
     num_levels: int,
     seed: int = 0,
     num_samples: int = 20000,
+    support_threshold: float = 0.0,
 ) -> PatchDictionary:
     """Initialise a dictionary from data: k-means++ over non-empty patches (deterministic per seed).
 
     The mean of prototype k is its cluster centre; its basis is the cluster's first principal
     direction scaled by its standard deviation, so the code levels -1..1 span about +-1 sigma.
+    The support of a prototype is where some code level paints above ``support_threshold``
+    (``mean + |basis|``, brightest channel; always its brightest pixel): outside it the patch leaves
+    the canvas as it is, so strokes on a blank background compose instead of erasing each other.
+    0 gives full square supports.
     """
     if num_prototypes < 1:
         raise ValueError(f"num_prototypes must be >= 1, got {num_prototypes}")
@@ -206,4 +211,12 @@ def dictionary_from_images(
         means.append(centre)
         bases.append(direction)
     shape = (num_prototypes, channels, patch_size, patch_size)
-    return PatchDictionary(torch.stack(means).view(shape), torch.stack(bases).view(shape), num_levels=num_levels)
+    mean, basis = torch.stack(means).view(shape), torch.stack(bases).view(shape)
+    return PatchDictionary(mean, basis, ink_support(mean, basis, support_threshold), num_levels=num_levels)
+
+
+def ink_support(mean: torch.Tensor, basis: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``(K, 1, R, R)`` bool: the pixels where some code level of each prototype paints above ``threshold``."""
+    brightest = (mean + basis.abs()).amax(1, keepdim=True)
+    peak = brightest.flatten(1).amax(1).view(-1, 1, 1, 1)
+    return (brightest > threshold) | (brightest >= peak)

@@ -40,6 +40,7 @@ class PainterConfig:
     max_steps: int | None = None
     dictionary: str | os.PathLike | PatchDictionary | None = None
     max_shapes: int = 4
+    support_threshold: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -56,6 +57,8 @@ class PainterConfig:
                 _require_int(name, getattr(self, name), minimum=minimum)
         if self.image_size is not None and self.patch_size > self.image_size:
             raise ValueError(f"patch_size {self.patch_size} is larger than image_size {self.image_size}")
+        if not 0.0 <= self.support_threshold < 1.0:
+            raise ValueError(f"support_threshold must be in [0, 1), got {self.support_threshold!r}")
         if self.dataset not in ("shapes", "mnist", "fashion-mnist") and not str(self.dataset).startswith("folder:"):
             raise ValueError(
                 f"unknown dataset {self.dataset!r}: choose 'shapes', 'mnist', 'fashion-mnist' or 'folder:PATH'"
@@ -132,6 +135,7 @@ def resolve_dictionary(config: PainterConfig, data: ImageSet) -> PatchDictionary
             config.patch_size,
             config.num_prototypes or DEFAULT_PROTOTYPES,
             config.num_levels or DEFAULT_LEVELS,
+            config.support_threshold,
             config.seed,
         )
         dictionary = PatchDictionary.from_payload(payload)
@@ -145,9 +149,14 @@ def resolve_dictionary(config: PainterConfig, data: ImageSet) -> PatchDictionary
 
 
 @lru_cache(maxsize=8)
-def _kmeans_payload(images: torch.Tensor, patch_size: int, num_prototypes: int, num_levels: int, seed: int) -> dict:
+def _kmeans_payload(
+    images: torch.Tensor, patch_size: int, num_prototypes: int, num_levels: int, threshold: float, seed: int
+) -> dict:
     """k-means++ dictionary of a (cached, hence identical) image tensor; each env gets its own copy."""
-    return dictionary_from_images(images, num_prototypes, patch_size, num_levels, seed=seed).to_payload()
+    dictionary = dictionary_from_images(
+        images, num_prototypes, patch_size, num_levels, seed, support_threshold=threshold
+    )
+    return dictionary.to_payload()
 
 
 def device_of(device: str | torch.device | None) -> torch.device:

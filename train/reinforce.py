@@ -97,6 +97,9 @@ class Args(CommonArgs):
     num_prototypes: int = arg(None, "K (default: 12 ground-truth shapes, else 32 k-means++)", type=int)
     num_levels: int = arg(3, "L, code levels per prototype")
     move_radius: int = arg(None, "largest cursor move M (default: the whole canvas)", type=int)
+    support_threshold: float = arg(
+        0.0, "k-means++ dictionaries: a prototype paints only where it is brighter than this (0: its whole square)"
+    )
     dictionary: str = arg(None, "start from this dictionary file or checkpoint", type=str)
     freeze_dictionary: bool = arg(False, "keep the dictionary fixed (train the encoder only)")
     estimator: str = arg("iw", "gradient estimator", choices=tuple(ESTIMATORS))
@@ -203,6 +206,7 @@ def env_config(args: Args, split: str, dictionary=None) -> PainterConfig:
         move_radius=args.move_radius,
         max_steps=args.steps,
         dictionary=dictionary if dictionary is not None else args.dictionary,
+        support_threshold=args.support_threshold,
         seed=args.seed,
     )
 

@@ -64,3 +64,16 @@ def test_nan_prototypes_are_rejected():
     mean[0, 0, 1, 1] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         PatchDictionary(mean)
+
+
+def test_ink_support_keeps_the_pixels_some_level_paints_and_never_empties_a_prototype():
+    from decoders.dictionary import ink_support
+
+    mean = torch.zeros(2, 1, 3, 3)
+    basis = torch.zeros(2, 1, 3, 3)
+    mean[0, 0, 1, 1], basis[0, 0, 0, 0] = 0.5, -0.3  # level -1 paints 0.3 at (0, 0)
+    mean[1, 0, 2, 2] = 0.01  # faint: only its brightest pixel
+    support = ink_support(mean, basis, 0.2)
+    assert support[0, 0].nonzero().tolist() == [[0, 0], [1, 1]]
+    assert support[1, 0].nonzero().tolist() == [[2, 2]]
+    assert ink_support(mean, basis, 0.0)[0].sum() >= 2
