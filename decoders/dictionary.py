@@ -212,7 +212,8 @@ def dictionary_from_images(
         bases.append(direction)
     shape = (num_prototypes, channels, patch_size, patch_size)
     mean, basis = torch.stack(means).view(shape), torch.stack(bases).view(shape)
-    return PatchDictionary(mean, basis, ink_support(mean, basis, support_threshold), num_levels=num_levels)
+    support = ink_support(mean, basis, support_threshold) if support_threshold > 0 else None
+    return PatchDictionary(mean, basis, support, num_levels=num_levels)
 
 
 def ink_support(mean: torch.Tensor, basis: torch.Tensor, threshold: float) -> torch.Tensor:
