@@ -139,10 +139,10 @@ class Args(CommonArgs):
         0.0, "weight of the encoder's imitation of the best program found so far for each image (0: none)"
     )
     proposals: list = arg(
-        ["greedy", "policy"],
-        "programs proposed to the memory besides the policy's samples: greedy search's, the policy's most likely",
+        ["samples", "greedy", "policy"],
+        "programs proposed to the memory: the policy's samples, greedy search's, the policy's most likely",
         type=str,
-        choices=("greedy", "policy"),
+        choices=("samples", "greedy", "policy"),
     )
     refine_sweeps: int = arg(
         1, "Gibbs sweeps that refine an image's remembered program each time the image is drawn (memory only)"
@@ -220,6 +220,10 @@ def check_args(args: Args) -> None:
         raise ValueError("--samples must be >= 1 and --batch-size an even number >= 2")
     if args.refine_sweeps < 0 or args.imitation_coef < 0 or args.refine_beta <= 0:
         raise ValueError("--refine-sweeps and --imitation-coef must be >= 0 and --refine-beta > 0")
+    if uses_memory(args) and not args.proposals:
+        raise ValueError("the memory needs at least one of --proposals samples greedy policy")
+    if args.match_bits is not None and args.match_bits <= 0:
+        raise ValueError(f"--match-bits must be > 0, got {args.match_bits}")
     if args.shards < 1 or args.batch_size % args.shards:
         raise ValueError(f"--shards must be >= 1 and divide --batch-size ({args.batch_size}), got {args.shards}")
 
@@ -366,7 +370,7 @@ def recall(trainer: Trainer, index, targets, out, generator) -> Remembered:
     ``--refine-sweeps`` Gibbs sweeps; scored by the policy (teacher forcing) and painted."""
     args, painter, dictionary = trainer.args, trainer.painter, trainer.dictionary
     geometry, steps = painter.geometry, painter.max_steps
-    candidates = [out.actions.view(len(index), args.samples, steps, 4)]
+    candidates = [out.actions.view(len(index), args.samples, steps, 4)] if "samples" in args.proposals else []
     with torch.no_grad():
         if "greedy" in args.proposals:
             candidates.append(greedy_programs(targets, dictionary, geometry, steps)[0].unsqueeze(1))
