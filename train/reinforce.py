@@ -148,6 +148,9 @@ class Args(CommonArgs):
         1, "Gibbs sweeps that refine an image's remembered program each time the image is drawn (memory only)"
     )
     refine_beta: float = arg(100.0, "inverse temperature of those Gibbs sweeps (large: coordinate ascent)")
+    normalize_scores: bool = arg(
+        False, "divide the matched-filter rewards by their spread at each step before scaling them into logits"
+    )
     resume: str = arg(None, "continue the run saved in this checkpoint", type=str)
     save_every: int = arg(50, "iterations between checkpoints")
     log_every: int = arg(10, "iterations between scalar logs (with a gradient-variance estimate)")
@@ -278,7 +281,8 @@ def new_policy(args: Args, painter: Painter, resumed: dict | None) -> PainterPol
     if resumed is not None:
         return PainterPolicy(PolicyConfig(**resumed["policy_config"]))
     dictionary = painter.dictionary
-    sizes = dict(hidden_size=args.hidden_size, feature_size=args.feature_size, score_scale=args.score_scale)
+    sizes = dict(hidden_size=args.hidden_size, feature_size=args.feature_size, score_scale=args.score_scale,
+                 normalize_scores=args.normalize_scores)  # fmt: skip
     return policy_for(painter.geometry, dictionary.channels, dictionary.num_prototypes, dictionary.num_levels, **sizes)
 
 
