@@ -19,19 +19,16 @@ rate-distortion curves to ``--plot`` (PNG).
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from benchmarks.jobs import Job, run_jobs
 from decoders.dictionary import kmeans_plus_plus
 from painter_env.datasets import load_images
 from train.common.config import arg, parse_args
@@ -63,22 +60,9 @@ class Args:
     quick: bool = arg(False, "smoke run: fit on test[:300], 16 held-out images, rates 70 and 140, a second of training")
     seed: int = arg(1, "random seed of every model")
     device: str = arg("cpu", "cpu or cuda")
-    workdir: str = arg(None, "keep the runs (checkpoints, TensorBoard logs, metrics) here (default: a temporary folder)",
-                       type=str)  # fmt: skip
+    workdir: str = arg(None, "keep the runs (checkpoints, logs, metrics) here (default: a temporary folder)", type=str)
     json: str = arg(None, "write the rows as JSON to this path", type=str)
     plot: str = arg(None, "draw the rate-distortion curves (PNG) to this path", type=str)
-
-
-@dataclass
-class Job:
-    """One command (``python -m MODULE ARGV``) whose ``--metrics-json`` becomes a row."""
-
-    name: str
-    family: str
-    module: str
-    argv: list[str]
-    metrics: Path
-    note: str = ""
 
 
 def data_flags(args: Args) -> list[str]:
@@ -133,36 +117,6 @@ def baseline_jobs(args: Args, workdir: Path) -> list[Job]:
             flags = trainer_flags(args, run, workdir) + ["--model", "vae", "--kl-beta", str(beta)] + epochs
             jobs.append(Job(f"VAE kl-beta={beta:g}", "VAE", "train.vqvae", flags, workdir / f"{run}.json"))
     return jobs
-
-
-def run_jobs(jobs: list[Job], parallel: int, description: str) -> list[str]:
-    """Run the jobs (``parallel`` at a time as subprocesses, or in this process); notes of the failures."""
-    notes = []
-    with tqdm(total=len(jobs), desc=description) as bar:
-        if parallel == 1:
-            for job in jobs:
-                try:
-                    importlib.import_module(job.module).main([*job.argv, "--metrics-json", str(job.metrics)])
-                except (Exception, SystemExit) as error:  # a failed row is reported, the others go on
-                    notes.append(f"{job.name}: {job.module} failed ({error!r})")
-                bar.update()
-            return notes
-        waiting, running = list(jobs), []
-        while waiting or running:
-            while waiting and len(running) < parallel:
-                job = waiting.pop(0)
-                command = [sys.executable, "-m", job.module, *job.argv, "--metrics-json", str(job.metrics)]
-                log = open(job.metrics.with_suffix(".log"), "w")  # noqa: SIM115  (closed when the job ends)
-                running.append((job, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
-            time.sleep(1.0)
-            for entry in [entry for entry in running if entry[1].poll() is not None]:
-                job, process, log = entry
-                log.close()
-                running.remove(entry)
-                if process.returncode != 0:
-                    notes.append(f"{job.name}: {job.module} exited {process.returncode} (see {log.name})")
-                bar.update()
-    return notes
 
 
 def job_rows(jobs: list[Job]) -> list[dict]:
