@@ -62,7 +62,7 @@ def program_sse(
     return (targets - canvas).square().flatten(1).sum(1)
 
 
-def _sweep(targets, path, ids, values, support, levels, geometry, beta, generator) -> None:
+def _sweep(targets, path, ids, values, support, levels, geometry, beta, generator, candidates=None) -> None:
     """One Gibbs sweep over the steps of the programs ``path``/``ids`` (changed in place)."""
     batch, steps = ids.shape
     height, width = geometry.height, geometry.width
@@ -77,7 +77,11 @@ def _sweep(targets, path, ids, values, support, levels, geometry, beta, generato
         allowed = reachable(cursor, geometry)
         if step + 1 < steps:
             allowed = allowed & reachable(path[:, step + 1], geometry)
-        logits = (beta * rewards).masked_fill_(~allowed.unsqueeze(1), float("-inf")).flatten(1)
+        allowed = allowed.unsqueeze(1)
+        if candidates is not None:
+            allowed = allowed & _myopic_top(targets, canvas.view_as(targets), values, support, geometry, allowed,
+                                            candidates)  # fmt: skip
+        logits = (beta * rewards).masked_fill_(~allowed, float("-inf")).flatten(1)
         choice = sample_categorical(logits, generator, consume=True)
         place = choice % places
         ids[:, step] = choice // places
@@ -85,6 +89,15 @@ def _sweep(targets, path, ids, values, support, levels, geometry, beta, generato
         move = path[:, step] - cursor + geometry.move_radius
         action = torch.cat([move, (ids[:, step] // levels)[:, None], (ids[:, step] % levels)[:, None]], dim=1)
         cursor, _ = act_(canvas, target_flat, cursor, action, values, support, levels, geometry)
+
+
+def _myopic_top(targets, canvas, values, support, geometry, allowed, count: int) -> torch.Tensor:
+    """``(B, K*L, rows, cols)`` bool: the ``count`` allowed placements of largest immediate reward on
+    ``canvas``, later steps ignored (the choices an encoder that sees this canvas ranks first)."""
+    myopic = placement_rewards(targets, canvas, values, support, geometry.patch_size)
+    myopic = myopic.masked_fill(~allowed, float("-inf"))
+    threshold = myopic.flatten(1).topk(count, dim=1).values[:, -1].view(-1, 1, 1, 1)
+    return myopic >= threshold
 
 
 @torch.no_grad()
@@ -97,8 +110,14 @@ def refine_programs(
     beta_start: float = 1.0,
     beta_end: float = 100.0,
     generator: torch.Generator | None = None,
+    candidates: int | None = None,
 ) -> torch.Tensor:
-    """Gibbs-refined programs ``(B, T, 4)`` for ``targets`` ``(B, C, H, W)``; per image never worse."""
+    """Gibbs-refined programs ``(B, T, 4)`` for ``targets`` ``(B, C, H, W)``; per image never worse.
+
+    ``candidates`` restricts step t to the placements among the ``candidates`` of largest immediate
+    reward on the canvas of steps 0..t-1 (what a step-by-step encoder sees), so that the refined
+    programs stay within the choices such an encoder ranks highest; ``None`` allows every placement.
+    """
     if actions.dim() != 3 or actions.shape[-1] != 4 or actions.shape[0] != targets.shape[0]:
         raise ValueError(f"actions must have shape (B, T, 4) with B = {targets.shape[0]}, got {tuple(actions.shape)}")
     if targets.shape[-2:] != (geometry.height, geometry.width):
@@ -107,6 +126,8 @@ def refine_programs(
         )
     if sweeps < 0:
         raise ValueError(f"sweeps must be >= 0, got {sweeps}")
+    if candidates is not None and candidates < 1:
+        raise ValueError(f"candidates must be >= 1, got {candidates}")
     device = targets.device
     values, support = (tensor.to(device) for tensor in dictionary.patches())
     levels = dictionary.num_levels
@@ -115,7 +136,7 @@ def refine_programs(
     best = positions_to_actions(path, ids, levels, geometry)
     best_sse = program_sse(targets, best, values, support, levels, geometry)
     for beta in beta_schedule(beta_start, beta_end, sweeps):
-        _sweep(targets, path, ids, values, support, levels, geometry, beta, generator)
+        _sweep(targets, path, ids, values, support, levels, geometry, beta, generator, candidates)
         current = positions_to_actions(path, ids, levels, geometry)
         sse = program_sse(targets, current, values, support, levels, geometry)
         better = sse < best_sse

@@ -148,6 +148,9 @@ class Args(CommonArgs):
         1, "Gibbs sweeps that refine an image's remembered program each time the image is drawn (memory only)"
     )
     refine_beta: float = arg(100.0, "inverse temperature of those Gibbs sweeps (large: coordinate ascent)")
+    refine_candidates: int = arg(
+        None, "restrict each refined step to the N placements of largest immediate reward (default: all)", type=int
+    )
     normalize_scores: bool = arg(
         False, "divide the matched-filter rewards by their spread at each step before scaling them into logits"
     )
@@ -383,7 +386,7 @@ def recall(trainer: Trainer, index, targets, out, generator) -> Remembered:
             candidates.append(likely.actions.unsqueeze(1))
     best, _ = trainer.memory.best(index, targets, torch.cat(candidates, 1), dictionary, geometry)
     refined = refine_programs(targets, best, dictionary, geometry, args.refine_sweeps, args.refine_beta,
-                              args.refine_beta, generator)  # fmt: skip
+                              args.refine_beta, generator, args.refine_candidates)  # fmt: skip
     log_probs = torch.zeros(len(index), 1, device=targets.device)
     if args.imitation_coef > 0:
         taught = rollout(trainer.policy, targets, dictionary, geometry, steps, actions=refined)
