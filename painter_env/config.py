@@ -7,6 +7,8 @@ process: a thousand environments share one copy.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -22,6 +24,8 @@ DEFAULT_PROTOTYPES = 32
 DEFAULT_LEVELS = 3
 DEFAULT_STEPS = {"shapes": 8}
 DEFAULT_STEPS_OTHER = 16
+DEFAULT_SUPPORT_THRESHOLD = 0.1
+SHAPES_IMAGE_SIZE = 28
 
 
 @dataclass(frozen=True)
@@ -33,20 +37,20 @@ class PainterConfig:
     split: str = "train"
     download: bool = False
     image_size: int | None = None
-    patch_size: int = 7
+    patch_size: int | None = None
     num_prototypes: int | None = None
     num_levels: int | None = None
     move_radius: int | None = None
     max_steps: int | None = None
     dictionary: str | os.PathLike | PatchDictionary | None = None
     max_shapes: int = 4
-    support_threshold: float = 0.0
+    support_threshold: float = DEFAULT_SUPPORT_THRESHOLD
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("patch_size", "max_shapes"):
-            _require_int(name, getattr(self, name), minimum=1)
+        _require_int("max_shapes", self.max_shapes, minimum=1)
         for name, minimum in (
+            ("patch_size", 1),
             ("image_size", 1),
             ("num_prototypes", 1),
             ("num_levels", 1),
@@ -55,7 +59,7 @@ class PainterConfig:
         ):
             if getattr(self, name) is not None:
                 _require_int(name, getattr(self, name), minimum=minimum)
-        if self.image_size is not None and self.patch_size > self.image_size:
+        if self.image_size is not None and self.patch_size is not None and self.patch_size > self.image_size:
             raise ValueError(f"patch_size {self.patch_size} is larger than image_size {self.image_size}")
         if not 0.0 <= self.support_threshold < 1.0:
             raise ValueError(f"support_threshold must be in [0, 1), got {self.support_threshold!r}")
@@ -93,59 +97,70 @@ class Painter:
         return tuple(self.data.images.shape[1:])
 
 
+def default_patch_size(height: int, width: int, steps: int) -> int:
+    """The patch size R for which the T strokes of a program together cover about half the canvas,
+    ``T R^2 ~ H W / 2``: large strokes for short programs, small ones for long programs."""
+    return max(1, min(height, width, round(math.sqrt(height * width / (2 * steps)))))
+
+
 def build_painter(config: PainterConfig) -> Painter:
-    """Load the data, resolve the dictionary and the geometry; ``ValueError`` on impossible settings."""
+    """Load the data, resolve the dictionary and the geometry; ``ValueError`` on impossible settings.
+
+    The painter's ``config`` holds the resolved values: ``max_steps`` and ``patch_size`` (from the
+    given dictionary, else :func:`default_patch_size`) are never None there.
+    """
+    steps = config.max_steps or DEFAULT_STEPS.get(config.dataset, DEFAULT_STEPS_OTHER)
+    given = given_dictionary(config)
+    patch_size = config.patch_size or (given.patch_size if given is not None else None)
+    if patch_size is None and config.dataset == "shapes":  # the scenes are painted with patches of this size
+        size = config.image_size or SHAPES_IMAGE_SIZE
+        patch_size = default_patch_size(size, size, steps)
     data = load_images(
-        config.dataset,
-        config.split,
-        config.data_root,
-        config.download,
-        config.image_size,
-        config.patch_size,
-        config.num_levels or DEFAULT_LEVELS,
-        config.max_shapes,
-        config.seed,
-    )
+        config.dataset, config.split, config.data_root, config.download, config.image_size, patch_size,
+        config.num_levels or DEFAULT_LEVELS, config.max_shapes, config.seed,
+    )  # fmt: skip
     height, width = data.images.shape[-2:]
-    if config.patch_size > min(height, width):
-        raise ValueError(f"patch_size {config.patch_size} is larger than the images ({height}x{width})")
-    dictionary = resolve_dictionary(config, data)
+    patch_size = patch_size or default_patch_size(height, width, steps)
+    if patch_size > min(height, width):
+        raise ValueError(f"patch_size {patch_size} is larger than the images ({height}x{width})")
+    config = dataclasses.replace(config, patch_size=patch_size, max_steps=steps)
+    dictionary = given if given is not None else data_dictionary(config, data)
+    check_dictionary(config, data, dictionary)
+    move_radius = max(height, width) - patch_size if config.move_radius is None else config.move_radius
+    geometry = CanvasGeometry(height, width, patch_size, move_radius)
+    return Painter(config, data, dictionary, geometry, steps)
+
+
+def given_dictionary(config: PainterConfig) -> PatchDictionary | None:
+    """The ``dictionary`` argument as an object (loaded from its file), or None."""
+    if config.dictionary is None or isinstance(config.dictionary, PatchDictionary):
+        return config.dictionary
+    return PatchDictionary.load(config.dictionary)
+
+
+def data_dictionary(config: PainterConfig, data: ImageSet) -> PatchDictionary:
+    """The ground-truth shapes, or k-means++ over patches of the data."""
+    if config.dataset == "shapes" and config.num_prototypes in (None, len(SHAPE_NAMES)):
+        return shapes_dictionary(config.patch_size, config.num_levels or DEFAULT_LEVELS, data.channels)
+    payload = _kmeans_payload(
+        data.images, config.patch_size, config.num_prototypes or DEFAULT_PROTOTYPES,
+        config.num_levels or DEFAULT_LEVELS, config.support_threshold, config.seed,
+    )  # fmt: skip
+    return PatchDictionary.from_payload(payload)
+
+
+def check_dictionary(config: PainterConfig, data: ImageSet, dictionary: PatchDictionary) -> None:
     if dictionary.patch_size != config.patch_size or dictionary.channels != data.channels:
         raise ValueError(
             f"the dictionary has {dictionary.channels}-channel {dictionary.patch_size}x{dictionary.patch_size} "
             f"patches but the data needs {data.channels}-channel {config.patch_size}x{config.patch_size} patches"
         )
-    move_radius = max(height, width) - config.patch_size if config.move_radius is None else config.move_radius
-    geometry = CanvasGeometry(height, width, config.patch_size, move_radius)
-    max_steps = config.max_steps or DEFAULT_STEPS.get(config.dataset, DEFAULT_STEPS_OTHER)
-    return Painter(config, data, dictionary, geometry, max_steps)
-
-
-def resolve_dictionary(config: PainterConfig, data: ImageSet) -> PatchDictionary:
-    """The ``dictionary`` argument as an object: given, loaded from a file, ground truth, or k-means++."""
-    if isinstance(config.dictionary, PatchDictionary):
-        dictionary = config.dictionary
-    elif config.dictionary is not None:
-        dictionary = PatchDictionary.load(config.dictionary)
-    elif config.dataset == "shapes" and config.num_prototypes in (None, len(SHAPE_NAMES)):
-        dictionary = shapes_dictionary(config.patch_size, config.num_levels or DEFAULT_LEVELS, data.channels)
-    else:
-        payload = _kmeans_payload(
-            data.images,
-            config.patch_size,
-            config.num_prototypes or DEFAULT_PROTOTYPES,
-            config.num_levels or DEFAULT_LEVELS,
-            config.support_threshold,
-            config.seed,
-        )
-        dictionary = PatchDictionary.from_payload(payload)
     for name, wanted, actual in (
         ("num_prototypes", config.num_prototypes, dictionary.num_prototypes),
         ("num_levels", config.num_levels, dictionary.num_levels),
     ):
         if wanted is not None and wanted != actual:
             raise ValueError(f"{name}={wanted} conflicts with the dictionary, which has {actual}")
-    return dictionary
 
 
 @lru_cache(maxsize=8)

@@ -69,7 +69,7 @@ def load_images(
     data_root: str | os.PathLike | None = None,
     download: bool = False,
     image_size: int | None = None,
-    patch_size: int = 7,
+    patch_size: int | None = None,
     num_levels: int = 3,
     max_shapes: int = 4,
     seed: int = 0,
@@ -81,7 +81,10 @@ def load_images(
         if base not in shapes.SPLIT_SIZES:
             raise ValueError(f"shapes has splits {sorted(shapes.SPLIT_SIZES)}, not {base!r}")
         indices = range(shapes.SPLIT_SIZES[base])[window]
-        full, window = _shapes(base, indices, image_size or 28, patch_size, num_levels, max_shapes, seed), slice(None)
+        full, window = (
+            _shapes(base, indices, image_size or 28, patch_size or 7, num_levels, max_shapes, seed),
+            slice(None),
+        )
     elif dataset in IDX_FOLDERS:
         full = _idx_dataset(dataset, base, root, download, image_size)
     elif dataset.startswith("folder:"):

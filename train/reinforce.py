@@ -93,12 +93,16 @@ class Args(CommonArgs):
     match_bits: float = arg(
         None, "choose T so that the program's bits, T log2((2M+1)^2 K L), are closest to these", type=float
     )
-    patch_size: int = arg(7, "patch size R")
+    patch_size: int = arg(
+        None,
+        "patch size R (default: the given dictionary's, else T R^2 about half the canvas: 7 for T=8 at 28x28)",
+        type=int,
+    )
     num_prototypes: int = arg(None, "K (default: 12 ground-truth shapes, else 32 k-means++)", type=int)
     num_levels: int = arg(3, "L, code levels per prototype")
     move_radius: int = arg(None, "largest cursor move M (default: the whole canvas)", type=int)
     support_threshold: float = arg(
-        0.0, "k-means++ dictionaries: a prototype paints only where it is brighter than this (0: its whole square)"
+        0.1, "k-means++ dictionaries: a prototype paints only where it is brighter than this (0: its whole square)"
     )
     dictionary: str = arg(None, "start from this dictionary file or checkpoint", type=str)
     freeze_dictionary: bool = arg(False, "keep the dictionary fixed (train the encoder only)")
@@ -250,10 +254,9 @@ def set_up(argv) -> Trainer:
         )
     device = apply_threads_and_seed(dataclasses.replace(args, device=device_name))
     dictionary = PatchDictionary.from_payload(resumed["dictionary"]) if resumed else None
-    painter = build_painter(env_config(args, args.split, dictionary))
     if args.match_bits is not None and args.steps is None:
-        args = dataclasses.replace(args, steps=steps_for_bits(args.match_bits, painter))
-        painter = dataclasses.replace(painter, max_steps=args.steps)
+        args = dataclasses.replace(args, steps=steps_for_bits(args, dictionary))
+    painter = build_painter(env_config(args, args.split, dictionary))
     painter.dictionary.to(device)
     held_out = build_painter(env_config(args, args.eval_split, painter.dictionary))
     policy = new_policy(args, painter, resumed).to(device)
@@ -274,10 +277,17 @@ def set_up(argv) -> Trainer:
     return trainer
 
 
-def steps_for_bits(bits: float, painter: Painter) -> int:
-    """The program length whose bits per image are closest to ``bits`` (at least one step)."""
-    per_step = math.log2(painter.geometry.num_moves**2 * painter.dictionary.num_patches)
-    return max(1, round(bits / per_step))
+def steps_for_bits(args: Args, dictionary: PatchDictionary | None) -> int:
+    """The program length T whose bits per image, T log2((2M+1)^2 K L), are closest to ``--match-bits``
+    (at least one step). The default patch size depends on T and the bits per step on the patch
+    size, so T is found as a fixed point, starting from the dataset's default length."""
+    steps, seen = None, set()
+    while steps not in seen:
+        seen.add(steps)
+        painter = build_painter(env_config(dataclasses.replace(args, steps=steps), args.split, dictionary))
+        per_step = math.log2(painter.geometry.num_moves**2 * painter.dictionary.num_patches)
+        steps = max(1, round(args.match_bits / per_step))
+    return steps
 
 
 def new_policy(args: Args, painter: Painter, resumed: dict | None) -> PainterPolicy:

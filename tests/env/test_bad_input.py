@@ -38,7 +38,9 @@ def test_impossible_arguments_raise_value_error_at_make(kwargs, message, tmp_pat
 def test_dictionary_that_does_not_fit_the_data(tmp_path):
     PatchDictionary(torch.rand(3, 1, 4, 4)).save(tmp_path / "small.pt")
     with pytest.raises(ValueError, match="4x4 patches but the data needs"):
-        gymnasium.make("Painter-v0", dictionary=str(tmp_path / "small.pt"))
+        gymnasium.make("Painter-v0", dictionary=str(tmp_path / "small.pt"), patch_size=7)
+    adopted = gymnasium.make("Painter-v0", dictionary=str(tmp_path / "small.pt"))  # no patch_size: the dictionary's
+    assert adopted.unwrapped.painter.geometry.patch_size == 4
     (tmp_path / "broken.pt").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(ValueError, match="broken.pt"):
         gymnasium.make("Painter-v0", dictionary=str(tmp_path / "broken.pt"))

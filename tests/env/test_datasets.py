@@ -118,3 +118,12 @@ def test_shapes_ground_truth_programs_reconstruct_their_images_exactly():
     assert data.images.flatten(1).max(1).values.min() >= shapes.INTENSITY_RANGE[0] - 1e-6  # no blank scene
     masks = shapes.shape_masks(7)
     assert len(masks) == len(shapes.SHAPE_NAMES) and len({m.numpy().tobytes() for m in masks}) == len(masks)
+
+
+def test_the_default_patch_size_lets_a_program_cover_about_half_the_canvas():
+    from painter_env.config import PainterConfig, build_painter, default_patch_size
+
+    assert default_patch_size(28, 28, 8) == 7  # the shapes dataset's ground-truth patches
+    assert [default_patch_size(28, 28, steps) for steps in (4, 16, 64)] == [10, 5, 2]
+    painter = build_painter(PainterConfig(image_size=20, max_steps=2, max_shapes=1))
+    assert painter.geometry.patch_size == 10 and painter.config.patch_size == 10 and painter.config.max_steps == 2
