@@ -208,6 +208,10 @@ class PainterMultiInputPolicy(MultiInputActorCriticPolicy):
     branch (``painter_policy_kwargs(painter=...)``), whose patches and scale the head uses."""
 
     def __init__(self, observation_space, action_space, lr_schedule, **kwargs):
+        if len(getattr(action_space, "nvec", ())) != 4:
+            raise ValueError(
+                f"PainterMultiInputPolicy needs the painter's MultiDiscrete([2M+1, 2M+1, K, L]) action, got {action_space}"
+            )
         extractor_kwargs = kwargs.get("features_extractor_kwargs") or {}
         if extractor_kwargs.get("patch_values") is None:
             raise ValueError(

@@ -8,7 +8,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 import painter_env  # noqa: F401  (registers Painter-v0)
-from agents.sb3 import FlattenMultiDiscrete, PainterMultiInputPolicy, PainterVecEnv, painter_policy_kwargs
+from agents.sb3 import FlattenMultiDiscrete, PainterVecEnv, painter_policy_kwargs
 from agents.sb3.algorithms import FLAT_ACTION_ALGORITHMS, algorithm_class, default_policy, saved_algorithm
 from agents.sb3.encoder import policy_programs
 
@@ -17,17 +17,17 @@ pytest.importorskip("sb3_contrib")
 ALGORITHMS = ["ppo", "a2c", "dqn", "recurrent-ppo", "maskable-ppo", "trpo", "qrdqn"]
 TINY = dict(image_size=8, patch_size=4, max_shapes=1, max_steps=1, num_levels=1, split="test")
 SMALL = dict(image_size=10, patch_size=3, max_steps=3, max_shapes=2, move_radius=1, split="test")
-ON_POLICY = dict(n_steps=4, batch_size=128, learning_rate=1e-3, gamma=1.0)
-SETTINGS = {  # short runs that learn on TINY with 64 envs
+ON_POLICY = dict(n_steps=4, batch_size=256, learning_rate=3e-3, gamma=1.0)
+OFF_POLICY = dict(learning_starts=256, batch_size=64, learning_rate=3e-3, target_update_interval=256)
+SETTINGS = {  # 2048 steps of 64 envs that learn on TINY
     "ppo": dict(ON_POLICY, n_epochs=4),
-    "a2c": dict(n_steps=4, learning_rate=1e-3, gamma=1.0),
-    "trpo": dict(ON_POLICY, target_kl=0.05),
+    "a2c": dict(n_steps=4, learning_rate=3e-3, gamma=1.0),
+    "trpo": dict(ON_POLICY, target_kl=0.1),
     "recurrent-ppo": dict(ON_POLICY, n_epochs=4),
     "maskable-ppo": dict(ON_POLICY, n_epochs=4),
-    "dqn": dict(learning_starts=256, batch_size=64, learning_rate=1e-3, train_freq=1, target_update_interval=256),
-    "qrdqn": dict(learning_starts=256, batch_size=64, learning_rate=1e-3, train_freq=1, target_update_interval=256),
+    "dqn": dict(OFF_POLICY, exploration_fraction=0.5),
+    "qrdqn": dict(OFF_POLICY, exploration_fraction=0.5),
 }
-STEPS = {"dqn": 6144, "qrdqn": 6144}  # the others: 8192
 
 
 @pytest.fixture(autouse=True)
@@ -75,9 +75,11 @@ def test_learns_on_tiny_shapes(algo):
     flatten = algo in FLAT_ACTION_ALGORITHMS
     venv = PainterVecEnv(64, horizon_is_terminal=True, flatten_actions=flatten, **TINY)
     venv.seed(0)
-    policy_kwargs = painter_policy_kwargs(cnn_features=64, channels=8)
+    # The matched-filter features make the task one a linear head can learn in a few updates; without
+    # learning, the head (random and near zero at the start) stays as good as a random policy.
+    policy_kwargs = painter_policy_kwargs(cnn_features=16, channels=4, painter=venv.painter)
     model = algorithm_class(algo)(default_policy(algo), venv, policy_kwargs=policy_kwargs, seed=0, **SETTINGS[algo])
-    model.learn(STEPS.get(algo, 8192))
+    model.learn(2048)
     random = mean_return(None, PainterVecEnv(256, **TINY))
     trained = mean_return(model, PainterVecEnv(256, flatten_actions=flatten, **TINY))
     # 1024 returns each: standard errors ~0.08 (random, mean about -2.6) and ~0.05 (trained), so a
@@ -118,14 +120,3 @@ def test_flattened_actions_have_no_masks():
     venv = PainterVecEnv(2, flatten_actions=True, **SMALL)
     with pytest.raises(ValueError, match="flattened"):
         venv.env_method("action_masks")
-
-
-def test_painter_policy_learns_on_tiny_shapes_from_scratch():
-    """Without the greedy start (learned terms random), PPO with the autoregressive policy learns."""
-    venv = PainterVecEnv(64, horizon_is_terminal=True, **TINY)
-    venv.seed(0)
-    kwargs = painter_policy_kwargs(cnn_features=64, channels=8, painter=venv.painter, matched_scale=1e-3)
-    model = algorithm_class("ppo")(PainterMultiInputPolicy, venv, policy_kwargs=kwargs, seed=0, **SETTINGS["ppo"])
-    before = mean_return(model, PainterVecEnv(256, **TINY))
-    model.learn(8192)
-    assert mean_return(model, PainterVecEnv(256, **TINY)) > before + 1.0

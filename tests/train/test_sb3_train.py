@@ -113,7 +113,7 @@ def test_ppo_trains_logs_a_painting_animation_saves_and_scores(tmp_path):
     "algo, flags",
     [
         ("a2c", ["--vec-env", "dummy"]),
-        ("a2c", ["--joint-moves"]),
+        ("a2c", ["--joint-moves", "--hyperparams", 'policy="MultiInputPolicy"']),
         ("dqn", ["--hyperparams", "learning_starts=64", "buffer_size=500"]),
         ("qrdqn", ["--hyperparams", "learning_starts=64", "buffer_size=500"]),
         ("recurrent-ppo", ["--hyperparams", "n_steps=8", "batch_size=32"]),
@@ -140,6 +140,7 @@ def test_every_algorithm_trains_saves_and_scores(tmp_path, algo, flags):
         (["--hyperparams", "learning_rate=fast"], "not TOML"),
         (["--config", "/nonexistent/ppo.toml"], "cannot read hyperparameter file"),
         (["--joint-moves", "--vec-env", "dummy"], "needs --vec-env batched"),
+        (["--joint-moves"], "PainterMultiInputPolicy needs the painter's MultiDiscrete"),
     ],
     ids=[
         "algo",
@@ -149,7 +150,8 @@ def test_every_algorithm_trains_saves_and_scores(tmp_path, algo, flags):
         "hyperparams-item",
         "hyperparams-value",
         "config",
-        "joint-moves",
+        "joint-moves-dummy",
+        "joint-moves-painter-policy",
     ],
 )
 def test_bad_input_is_a_one_line_error_with_status_2(tmp_path, capsys, flags, message):
