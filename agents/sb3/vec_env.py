@@ -137,8 +137,7 @@ class PainterVecEnv(VecEnv):
 
     def _per_env(self, info: dict, timeout: list[bool] | None = None) -> list[dict]:
         """The native info's per-env tensors (``sse``, ``optimal_return``) as one dict per env, with
-        ``TimeLimit.truncated`` when ``timeout`` is given. Dict literals: a few times faster than
-        building each env's dict from key-value pairs."""
+        ``TimeLimit.truncated`` when ``timeout`` is given."""
         sse = info["sse"].tolist()
         optimal = info["optimal_return"].tolist() if "optimal_return" in info else None
         if timeout is None:

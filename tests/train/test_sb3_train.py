@@ -135,7 +135,7 @@ def test_every_algorithm_trains_saves_and_scores(tmp_path, algo, flags):
         (["--algo", "sac"], "invalid choice"),
         (["--n-envs", "many"], "invalid int value"),
         (["--n-envs", "0"], "--n-envs must be positive"),
-        (["--dataset", "folder:/nonexistent/images"], "image folder not found"),
+        (["--dataset", "mnist", "--data-root", "/nonexistent"], "images not found under"),
         (["--hyperparams", "learning_rate"], "key=value"),
         (["--hyperparams", "learning_rate=fast"], "not TOML"),
         (["--config", "/nonexistent/ppo.toml"], "cannot read hyperparameter file"),
