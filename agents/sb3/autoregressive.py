@@ -210,7 +210,8 @@ class PainterMultiInputPolicy(MultiInputActorCriticPolicy):
     def __init__(self, observation_space, action_space, lr_schedule, **kwargs):
         if len(getattr(action_space, "nvec", ())) != 4:
             raise ValueError(
-                f"PainterMultiInputPolicy needs the painter's MultiDiscrete([2M+1, 2M+1, K, L]) action, got {action_space}"
+                "PainterMultiInputPolicy needs the painter's MultiDiscrete([2M+1, 2M+1, K, L]) action, "
+                f"got {action_space}"
             )
         extractor_kwargs = kwargs.get("features_extractor_kwargs") or {}
         if extractor_kwargs.get("patch_values") is None:
