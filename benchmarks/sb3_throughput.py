@@ -3,41 +3,32 @@
     python -m benchmarks.sb3_throughput --n-envs 64 256 --json sb3_throughput.json
 
 For each policy, number of envs and vectorisation, PPO (hyperparameters from
-``train/configs/ppo.toml`` as ``train.sb3`` reads them, ``train.sb3``'s policy class) runs
-``--rollouts`` iterations. ``--policies``: ``config``, the policy ``train.sb3`` trains on the
-dataset (on shapes the matched filter, whose forward pass is most of the collection time), and
-``mlp``, SB3's default extractor and MLPs, the lightest forward pass, which shows what the
-vectorisation itself costs; the ``policy`` column names each. The table gives env steps per second
-of rollout collection (SB3's ``collect_rollouts``: env steps and policy forward passes, no
-training) and of the whole ``learn()``, and the speed-up of the batched adapter over the better
-of the other two. Each backend's PPO is built and warmed up once; then ``--repeats`` rounds each
-run ``--rollouts`` more iterations on every backend in turn (every other round in reverse order),
-and medians are reported (the machine may be shared): ``collect_speedup`` is the ratio of the
-medians, ``collect_speedup_paired`` the median of the ratios within a round, which a drift of the
-machine's speed between rounds does not move. With several ``--threads`` counts every backend is
-measured at each, and each is compared at its fastest: on 2 cores the batched adapter's tensor ops gain from a second thread,
-while the single envs of ``DummyVecEnv`` do not. ``SubprocVecEnv`` runs one process per env, so it
-is skipped above ``--subproc-max-envs``. The ``null`` backend replays one observation with no env
-work at all; ``collect_speedup_ceiling`` (its rate over the best of ``DummyVecEnv`` and
-``SubprocVecEnv``) is the most any vectorisation could give with the policy measured.
-``collect_ms_per_step`` is the collection time per step of all the envs; ``env_ms_per_step`` and
-``other_env_ms_per_step`` what remains of it over the null backend's for the batched adapter and
-for the best of the others: the env's own share inside PPO's loop.
-
-``--quality`` also trains PPO with ``python -m train.sb3`` for ``--budget-seconds`` on ``shapes``
-(fraction of the optimal return on ``test``) and on MNIST (SSE on ``test[8000:]``, fitted on
-``test[:8000]``); ``--reference NAME=METRICS.json`` adds rows from other encoders' metrics files
-(e.g. the RNN encoder's ``train.reinforce --metrics-json``).
+``train/configs/ppo.toml`` as ``train.sb3`` reads them) runs ``--rollouts`` iterations.
+``--policies``: ``config``, the policy ``train.sb3`` trains on the dataset, and ``mlp``, SB3's
+default ``MultiInputPolicy`` (the lightest forward pass, which shows what the vectorisation itself
+costs); the ``policy`` column names each. The table gives env steps per second of rollout
+collection (SB3's ``collect_rollouts``: env steps and policy forward passes, no training) and of
+the whole ``learn()``, and the speed-up of the batched adapter over the better of the other two.
+Each backend's PPO is built and warmed up once; then ``--repeats`` rounds each run ``--rollouts``
+more iterations on every backend in turn (every other round in reverse order), and medians are
+reported: ``collect_speedup`` is the ratio of the medians, ``collect_speedup_paired`` the median of
+the ratios within a round, which a drift of the machine's speed between rounds does not move. With
+several ``--threads`` counts every backend is measured at each and compared at its fastest.
+``SubprocVecEnv`` runs one process per env, so it is skipped above ``--subproc-max-envs``. The
+``null`` backend replays one observation with no env work at all; ``collect_speedup_ceiling`` (its
+rate over the best of ``DummyVecEnv`` and ``SubprocVecEnv``) is the most any vectorisation could
+give with the policy measured. ``env_ms_per_step`` and ``other_env_ms_per_step`` are the
+collection time per step of all the envs over the null backend's, for the batched adapter and for
+the best of the others: the env's own share inside PPO's loop.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import statistics
+import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,11 +41,33 @@ import painter_env  # noqa: F401  (registers Painter-v0)
 from agents.sb3.vec_env import PainterVecEnv
 from painter_env.config import PainterConfig, build_painter
 from train import sb3
+from train.common.config import arg, parse_args
 from train.common.metrics import write_metrics_json
 
 BACKENDS = ("batched", "dummy", "subproc", "null")
 REFERENCE_BACKENDS = ("dummy", "subproc")  # what the batched adapter is compared with
-MNIST_ROOT = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")  # the repository's ../shared
+
+
+@dataclass
+class Args:
+    n_envs: list = arg([64, 256], "numbers of parallel envs", type=int)
+    backends: list = arg(
+        list(BACKENDS), "vectorisations (null: no env work, the ceiling of any speed-up)", type=str, choices=BACKENDS
+    )
+    rollouts: int = arg(4, "timed PPO iterations per measurement")
+    repeats: int = arg(5, "rounds, each measuring every backend in turn (medians reported)")
+    subproc_max_envs: int = arg(64, "skip SubprocVecEnv (one process per env) above this many envs")
+    dataset: str = arg("shapes", "dataset of the runs")
+    image_size: int = arg(None, "image size of the runs (default: the dataset's)", type=int)
+    threads: list = arg([1], "torch CPU thread counts to measure each backend at (e.g. --threads 1 2)", type=int)
+    hyperparams: list = arg([], "PPO overrides of train/configs/ppo.toml as key=value, as in train.sb3", type=str)
+    policies: list = arg(
+        ["config", "mlp"],
+        "config: the policy train.sb3 trains on the dataset; mlp: SB3's default MultiInputPolicy",
+        type=str,
+        choices=["config", "mlp"],
+    )
+    json: str = arg(None, "write all rows to this JSON file", type=str)
 
 
 class RolloutTimer(BaseCallback):
@@ -104,12 +117,13 @@ def make_venv(backend: str, n_envs: int, env_kwargs: dict):
     return VecMonitor(venv)
 
 
-def build_model(backend: str, n_envs: int, env_kwargs: dict, params: dict, policy_kwargs: dict) -> PPO:
+def build_model(backend: str, n_envs: int, env_kwargs: dict, params: dict, policy) -> PPO:
     """PPO on the backend, warmed up by one iteration (first forward passes, buffers, worker start)."""
     algo_kwargs = {key: value for key, value in params.items() if key not in sb3.RUN_KEYS}
     algo_kwargs["batch_size"] = min(algo_kwargs.get("batch_size", 64), algo_kwargs["n_steps"] * n_envs)
+    policy_class, policy_kwargs = policy
     model = PPO(
-        sb3.policy_class("ppo"),
+        policy_class,
         make_venv(backend, n_envs, env_kwargs),
         policy_kwargs=policy_kwargs,
         seed=0,
@@ -130,22 +144,22 @@ def measure(model: PPO, rollouts: int) -> dict:
     return {"collect": steps / sum(timer.durations), "learn": steps / learn_seconds}
 
 
-def policy_name(policy_kwargs: dict) -> str:
+def policy_name(policy) -> str:
     """What the table's policy is: the policy class, its extractor and whether it has the matched filter."""
-    policy = sb3.policy_class("ppo")
+    policy_class, policy_kwargs = policy
     extractor = policy_kwargs.get("features_extractor_class", CombinedExtractor).__name__
     matched = " + matched filter" if "patch_values" in policy_kwargs.get("features_extractor_kwargs", {}) else ""
-    return f"{getattr(policy, '__name__', policy)}({extractor}{matched})"
+    return f"{getattr(policy_class, '__name__', policy_class)}({extractor}{matched})"
 
 
-def policies_to_measure(names: list[str], run_args, params: dict, env_kwargs: dict) -> list[dict]:
-    """``policy_kwargs`` of each policy measured: ``config``, the one ``train.sb3`` trains on the dataset;
-    ``mlp``, SB3's default extractor (flattened observations) and MLPs, the lightest forward pass."""
+def policies_to_measure(names: list[str], run_args, params: dict, env_kwargs: dict) -> list[tuple]:
+    """``(policy, policy_kwargs)`` of each policy measured: ``config``, the one ``train.sb3`` trains on the
+    dataset; ``mlp``, SB3's ``MultiInputPolicy`` with its default extractor and MLPs."""
     chosen = []
     if "config" in names:
-        chosen.append(sb3.policy_kwargs(run_args, params, build_painter(PainterConfig(**env_kwargs))))
+        chosen.append(sb3.policy_and_kwargs(run_args, params, build_painter(PainterConfig(**env_kwargs))))
     if "mlp" in names:
-        chosen.append({})
+        chosen.append(("MultiInputPolicy", {}))
     return chosen
 
 
@@ -153,11 +167,11 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
     """One row per policy, n_envs, backend and torch thread count; the batched adapter's row at its
     fastest thread count carries the speed-ups over the fastest (backend, threads) of the others."""
     rows = []
-    for policy_kwargs, n_envs in itertools.product(policies, args.n_envs):
-        policy = policy_name(policy_kwargs)
+    for chosen, n_envs in itertools.product(policies, args.n_envs):
+        policy = policy_name(chosen)
         backends = [b for b in args.backends if b != "subproc" or n_envs <= args.subproc_max_envs]
         settings = list(itertools.product(backends, args.threads))
-        models = {backend: build_model(backend, n_envs, env_kwargs, params, policy_kwargs) for backend in backends}
+        models = {backend: build_model(backend, n_envs, env_kwargs, params, chosen) for backend in backends}
         samples = {setting: [] for setting in settings}
         for repeat in range(args.repeats):  # rounds in turn, every other one in reverse order
             for backend, threads in settings if repeat % 2 == 0 else settings[::-1]:
@@ -170,15 +184,11 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
             for setting, runs in samples.items()
         }
 
-        def step_ms(rates: dict) -> float:
-            """Milliseconds of collection per step of all ``n_envs`` envs."""
-            return 1000 * n_envs / rates["collect"]
-
-        def fastest(backend: str) -> tuple[str, int]:
-            return max(((backend, t) for t in args.threads), key=lambda setting: medians[setting]["collect"])
-
-        others = [fastest(b) for b in backends if b in REFERENCE_BACKENDS]
-        best = max(others, key=lambda setting: medians[setting]["collect"]) if others else None
+        collect = {setting: rates["collect"] for setting, rates in medians.items()}
+        step_ms = {setting: 1000 * n_envs / rate for setting, rate in collect.items()}  # per step of all envs
+        fastest = {b: max(((b, t) for t in args.threads), key=collect.get) for b in backends}
+        others = [fastest[b] for b in backends if b in REFERENCE_BACKENDS]
+        best = max(others, key=collect.get) if others else None
         for setting in settings:
             backend, threads = setting
             row = {
@@ -187,11 +197,11 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
                 "threads": threads,
                 "policy": policy,
                 "collect_steps_per_second": medians[setting]["collect"],
-                "collect_ms_per_step": step_ms(medians[setting]),
+                "collect_ms_per_step": step_ms[setting],
                 "learn_steps_per_second": medians[setting]["learn"],
                 "repeats": args.repeats,
             }
-            if backend == "batched" and best and setting == fastest("batched"):
+            if backend == "batched" and best and setting == fastest["batched"]:
                 row["collect_speedup"] = medians[setting]["collect"] / medians[best]["collect"]
                 # Each repeat measures every setting in turn: the ratio within a repeat is immune to the
                 # machine's speed drifting between repeats.
@@ -199,57 +209,16 @@ def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) 
                     mine["collect"] / theirs["collect"] for mine, theirs in zip(samples[setting], samples[best])
                 )
                 row["learn_speedup"] = medians[setting]["learn"] / max(
-                    medians[fastest(b)]["learn"] for b in backends if b in REFERENCE_BACKENDS
+                    medians[fastest[b]]["learn"] for b in backends if b in REFERENCE_BACKENDS
                 )
                 if "null" in backends:
-                    row["collect_speedup_ceiling"] = medians[fastest("null")]["collect"] / medians[best]["collect"]
+                    row["collect_speedup_ceiling"] = medians[fastest["null"]]["collect"] / medians[best]["collect"]
                     # What the env costs per step of the n_envs inside PPO's loop: the time over the null backend's.
-                    sb3_ms = step_ms(medians[fastest("null")])
-                    row["env_ms_per_step"] = step_ms(medians[setting]) - sb3_ms
-                    row["other_env_ms_per_step"] = step_ms(medians[best]) - sb3_ms
+                    sb3_ms = step_ms[fastest["null"]]
+                    row["env_ms_per_step"] = step_ms[setting] - sb3_ms
+                    row["other_env_ms_per_step"] = step_ms[best] - sb3_ms
                 row["compared_with"] = f"{best[0]}, {best[1]} thread{'s' if best[1] > 1 else ''}"
             rows.append(row)
-    return rows
-
-
-def quality_rows(args) -> list[dict]:
-    """PPO trained by ``train.sb3`` for the budget on shapes and MNIST, then scored on the eval split."""
-    runs = {
-        "shapes": ["--dataset", "shapes", "--split", "train", "--eval-split", "test"],
-        "mnist": [
-            "--dataset",
-            "mnist",
-            "--data-root",
-            args.mnist_root,
-            "--split",
-            "test[:8000]",
-            "--eval-split",
-            "test[8000:]",
-        ],
-    }
-    rows = []
-    for dataset in args.quality_datasets if args.quality else []:
-        metrics = sb3.main(
-            [
-                "--algo",
-                "ppo",
-                *runs[dataset],
-                "--max-seconds",
-                str(args.budget_seconds),
-                "--total-timesteps",
-                "100000000",
-                "--logdir",
-                args.logdir,
-                "--no-progress",
-                "--run-name",
-                f"benchmark_ppo_{dataset}",
-            ]
-        )
-        rows.append({"encoder": "SB3 PPO", "dataset": dataset, **metrics})
-    for item in args.reference:
-        name, _, path = item.partition("=")
-        metrics = json.loads(Path(path).read_text())
-        rows.append({"encoder": name, **metrics})
     return rows
 
 
@@ -263,72 +232,12 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-envs", type=int, nargs="+", default=[64, 256], help="numbers of parallel envs")
-    parser.add_argument(
-        "--backends",
-        nargs="+",
-        default=list(BACKENDS),
-        choices=BACKENDS,
-        help="vectorisations (null: no env work, the ceiling of any speed-up)",
-    )
-    parser.add_argument("--rollouts", type=int, default=4, help="timed PPO iterations per measurement")
-    parser.add_argument(
-        "--repeats", type=int, default=5, help="rounds, each measuring every backend in turn (medians reported)"
-    )
-    parser.add_argument(
-        "--subproc-max-envs", type=int, default=64, help="skip SubprocVecEnv (one process per env) above this many envs"
-    )
-    parser.add_argument("--dataset", default="shapes", help="dataset of the throughput runs")
-    parser.add_argument("--image-size", type=int, default=None, help="image size of the throughput runs")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        nargs="+",
-        default=[1],
-        help="torch CPU thread counts to measure each backend at; speed-ups compare each "
-        "backend at its fastest (e.g. --threads 1 2)",
-    )
-    parser.add_argument(
-        "--hyperparams",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="PPO overrides of train/configs/ppo.toml, as in train.sb3",
-    )
-    parser.add_argument(
-        "--policies",
-        nargs="+",
-        default=["config", "mlp"],
-        choices=["config", "mlp"],
-        help="config: the policy train.sb3 trains on the dataset (on shapes the matched filter); "
-        "mlp: SB3's default extractor and MLPs (the env and adapter with the lightest forward)",
-    )
-    parser.add_argument("--quality", action="store_true", help="also train PPO for --budget-seconds and score it")
-    parser.add_argument(
-        "--quality-datasets",
-        nargs="+",
-        default=["shapes", "mnist"],
-        choices=["shapes", "mnist"],
-        help="datasets of the quality runs",
-    )
-    parser.add_argument("--budget-seconds", type=float, default=1200.0, help="training budget of each quality run")
-    parser.add_argument("--mnist-root", default=MNIST_ROOT, help="folder of the MNIST IDX files")
-    parser.add_argument("--logdir", default="runs", help="TensorBoard folder of the quality runs")
-    parser.add_argument(
-        "--reference",
-        nargs="*",
-        default=[],
-        metavar="NAME=METRICS.json",
-        help="other encoders' metrics files to list beside PPO (e.g. the RNN encoder's)",
-    )
-    parser.add_argument("--json", default=None, help="write all rows to this JSON file")
-    args = parser.parse_args(argv)
-
+    args = parse_args(Args, __doc__, argv)
     if min(args.threads) < 1:
-        parser.error("--threads must be at least 1")
+        print("error: --threads must be at least 1", file=sys.stderr)
+        raise SystemExit(2)
     torch.set_num_threads(args.threads[0])
-    run_args = sb3.parse_args(["--dataset", args.dataset, "--hyperparams", *args.hyperparams])
+    run_args = sb3.parse_args(sb3.Args, "", ["--dataset", args.dataset, "--hyperparams", *args.hyperparams])
     # As train.sb3 runs PPO: no argument checks in torch.distributions (for every backend alike).
     torch.distributions.Distribution.set_default_validate_args(run_args.validate_distributions)
     params = sb3.load_hyperparams(run_args)
@@ -336,46 +245,23 @@ def main(argv: list[str] | None = None) -> dict:
     # Each policy is the same for every backend.
     policies = policies_to_measure(args.policies, run_args, params, env_kwargs)
     result = {"throughput": throughput_rows(args, env_kwargs, params, policies)}
-    print(
-        markdown(
-            result["throughput"],
-            [
-                "n_envs",
-                "backend",
-                "threads",
-                "policy",
-                "collect_steps_per_second",
-                "collect_ms_per_step",
-                "learn_steps_per_second",
-                "collect_speedup",
-                "collect_speedup_paired",
-                "collect_speedup_ceiling",
-                "env_ms_per_step",
-                "other_env_ms_per_step",
-                "learn_speedup",
-                "compared_with",
-            ],
-        )
-    )
-    if args.quality or args.reference:
-        result["quality"] = quality_rows(args)
-        print()
-        print(
-            markdown(
-                result["quality"],
-                [
-                    "encoder",
-                    "dataset",
-                    "eval_split",
-                    "sse",
-                    "psnr",
-                    "optimal_return_fraction",
-                    "bits_per_image",
-                    "wall_seconds",
-                    "total_timesteps",
-                ],
-            )
-        )
+    columns = [
+        "n_envs",
+        "backend",
+        "threads",
+        "policy",
+        "collect_steps_per_second",
+        "collect_ms_per_step",
+        "learn_steps_per_second",
+        "collect_speedup",
+        "collect_speedup_paired",
+        "collect_speedup_ceiling",
+        "env_ms_per_step",
+        "other_env_ms_per_step",
+        "learn_speedup",
+        "compared_with",
+    ]
+    print(markdown(result["throughput"], columns))
     write_metrics_json(args.json, result)
     return result
 

@@ -21,6 +21,7 @@ from decoders.kernel import (
     window_index,
 )
 from painter_env.config import Painter, PainterConfig, build_painter
+from painter_env.masks import action_masks
 from painter_env.rendering import render_frame
 
 
@@ -35,7 +36,9 @@ def observation_space(painter: Painter) -> spaces.Dict:
         {
             "target": image,
             "canvas": image,
-            "cursor": spaces.MultiDiscrete([painter.geometry.rows, painter.geometry.cols]),
+            # A Box, not MultiDiscrete: SB3 sizes a MultiDiscrete input by a numpy integer, which
+            # torch's LSTM rejects (RecurrentPPO's MultiInputLstmPolicy).
+            "cursor": spaces.Box(0, np.array([painter.geometry.rows - 1, painter.geometry.cols - 1]), (2,), np.int64),
             "step": spaces.Discrete(painter.max_steps + 1),
         }
     )
@@ -84,7 +87,7 @@ class PainterEnv(gym.Env):
     ## Observation Space
     ``Dict``: ``target`` and ``canvas`` ``Box(0, 1, (C*H*W,), float32)``, the images flattened
     (``env.unwrapped.painter.image_shape`` is ``(C, H, W)``); ``cursor``
-    ``MultiDiscrete([H-R+1, W-R+1])``; ``step`` ``Discrete(max_steps + 1)``.
+    ``Box(0, (H-R, W-R), (2,), int64)``, the patch's top-left corner; ``step`` ``Discrete(max_steps + 1)``.
 
     ## Rewards
     The decrease of the squared error: ``||x - c_{t-1}||^2 - ||x - c_t||^2`` (pixels in [0, 1]).
@@ -223,3 +226,9 @@ class PainterEnv(gym.Env):
         return render_frame(
             self._target_array.reshape(shape), self._canvas_array.reshape(shape), cursor, self._geometry.patch_size
         )
+
+    def action_masks(self) -> np.ndarray:
+        """``(2(2M+1) + K + L,)`` bool: the actions allowed now, one per reachable position, in the flat
+        per-component layout of sb3-contrib's ``MaskablePPO`` (see ``painter_env.masks``)."""
+        cursor = torch.tensor([self._cursor])
+        return action_masks(cursor, self._geometry, *self._nvec_list[2:])[0].numpy()

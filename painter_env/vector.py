@@ -12,6 +12,7 @@ from gymnasium.vector.utils import batch_space
 from decoders.kernel import act_, corner_pixel, row_blocks, window_rows
 from painter_env.config import PainterConfig, build_painter, device_of
 from painter_env.env import action_space, invalid_action_message, observation_space
+from painter_env.masks import action_masks
 from painter_env.rendering import render_frame
 
 
@@ -247,3 +248,8 @@ class PainterVectorEnv(VectorEnv):
             cursor = tuple(self._cursor[env].tolist()) if int(self._steps[env]) else None
             frames.append(render_frame(target, canvas, cursor, self._geometry.patch_size))
         return tuple(frames)
+
+    def action_masks(self) -> torch.Tensor:
+        """``(N, 2(2M+1) + K + L)`` bool: each env's allowed actions, one per reachable position, in the
+        flat per-component layout of sb3-contrib's ``MaskablePPO`` (see ``painter_env.masks``)."""
+        return action_masks(self._cursor, self._geometry, *self.single_action_space.nvec[2:].tolist())

@@ -7,40 +7,22 @@ same way as every other encoder's (``python -m train.evaluate --encoder policy``
 
 from __future__ import annotations
 
+import inspect
 import json
-import zipfile
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from agents.sb3.wrappers import split_joint_moves, unflatten_actions
+from agents.sb3.algorithms import load_sb3_model
+from agents.sb3.wrappers import joint_move_masks, split_joint_moves, unflatten_actions
 from decoders.kernel import act_
 from painter_env.config import Painter, device_of
 from painter_env.env import action_space, observation_space
-
-ALGORITHMS = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
-
-
-def saved_algorithm(model_path: str | Path) -> str:
-    """``"ppo"``, ``"a2c"`` or ``"dqn"``: which SB3 algorithm saved ``model_path`` (from its ``data`` entry)."""
-    try:
-        with zipfile.ZipFile(model_path) as archive:
-            data = json.loads(archive.read("data"))
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as error:
-        raise ValueError(f"{model_path} is not a saved Stable-Baselines3 model: {error}") from error
-    if "exploration_rate" in data or "target_update_interval" in data:
-        return "dqn"
-    return "ppo" if "clip_range" in data else "a2c"
-
-
-def load_sb3_model(model_path: str | Path, device: str | torch.device = "cpu") -> BaseAlgorithm:
-    """Load a PPO, A2C or DQN agent saved by ``model.save`` (the algorithm is read from the file)."""
-    return ALGORITHMS[saved_algorithm(model_path)].load(model_path, device=device_of(device))
+from painter_env.masks import action_masks
 
 
 @torch.no_grad()
@@ -50,8 +32,8 @@ def policy_programs(
     """Programs ``(B, T, 4)`` of ``model``'s deterministic actions on ``images`` ``(B, C, H, W)``.
 
     Each step the model sees the same observation the env would give (target, canvas, cursor,
-    step); its action is painted with the kernel. Agents with flattened actions (DQN) or joint
-    moves work too.
+    step); its action is painted with the kernel. Agents with flattened actions (DQN), joint
+    moves, a recurrent state (RecurrentPPO) or action masks (MaskablePPO) work too.
     """
     expected = observation_space(painter)
     image_shape = tuple(painter.data.images.shape[1:])
@@ -75,7 +57,8 @@ def _rollout(model: BaseAlgorithm, targets: torch.Tensor, painter: Painter) -> t
     cursor = torch.tensor(geometry.start, device=device).repeat(batch, 1)
     shape = (batch, *model.observation_space["target"].shape)
     target_array = targets.float().cpu().numpy().reshape(shape)
-    actions = []
+    actions, state, starts = [], None, np.ones(batch, dtype=bool)  # recurrent policies carry a state
+    masked = "action_masks" in inspect.signature(model.predict).parameters  # MaskablePPO
     for step in range(painter.max_steps):
         observation = {
             "target": target_array,
@@ -83,7 +66,9 @@ def _rollout(model: BaseAlgorithm, targets: torch.Tensor, painter: Painter) -> t
             "cursor": cursor.cpu().numpy(),
             "step": np.full(batch, step, dtype=np.int64),
         }
-        chosen, _ = model.predict(observation, deterministic=True)
+        options = {"action_masks": _masks(model, cursor, painter)} if masked else {}
+        chosen, state = model.predict(observation, state=state, episode_start=starts, deterministic=True, **options)
+        starts = np.zeros(batch, dtype=bool)
         if isinstance(model.action_space, spaces.Discrete):
             chosen = unflatten_actions(chosen.reshape(-1), action_space(painter).nvec)
         elif len(model.action_space.nvec) == 3:
@@ -92,6 +77,13 @@ def _rollout(model: BaseAlgorithm, targets: torch.Tensor, painter: Painter) -> t
         cursor, _ = act_(canvas, target_flat, cursor, action, values, support, levels, geometry)
         actions.append(action)
     return torch.stack(actions, dim=1)
+
+
+def _masks(model: BaseAlgorithm, cursor: torch.Tensor, painter: Painter) -> np.ndarray:
+    """The env's action masks at ``cursor``, in the layout of the agent's action space."""
+    nvec = action_space(painter).nvec
+    masks = action_masks(cursor, painter.geometry, int(nvec[2]), int(nvec[3])).cpu().numpy()
+    return joint_move_masks(masks, int(nvec[0])) if len(model.action_space.nvec) == 3 else masks
 
 
 def env_config_path(model_path: str | Path) -> Path:

@@ -4,17 +4,15 @@ Usage, one line::
 
     PPO("MultiInputPolicy", env, policy_kwargs=painter_policy_kwargs())
 
-(``agents.sb3.PainterMultiInputPolicy`` in place of ``"MultiInputPolicy"`` samples the same actions faster.)
-
 The CNN sees target, canvas, residual (target - canvas) and a map of the patch window under the
 cursor, stacked as channels, so it can relate the cursor to what is left to paint. Its output is
-concatenated with the one-hot cursor and step (SB3 one-hot encodes ``MultiDiscrete`` and
-``Discrete`` observations before the extractor sees them).
+concatenated with the one-hot cursor and step (SB3 one-hot encodes the ``Discrete`` step; the
+cursor, a ``Box`` of two coordinates, is one-hot encoded here).
 
 With ``egocentric=True`` the CNN sees target, canvas and residual from the cursor instead: shifted
 so that the cursor sits at a fixed place of a zero-padded ``(H + rows - 1) x (W + cols - 1)``
 frame. The painter's moves are relative, and in that frame a shape at offset (di, dj) from the
-cursor appears at the same place wherever the cursor is. It costs about four times as much.
+cursor appears at the same place wherever the cursor is.
 
 With the painter's dictionary (``painter_policy_kwargs(painter=env.unwrapped.painter)``) the
 extractor adds a **matched-filter branch**, the inductive bias of the project's RNN policy (whose
@@ -52,6 +50,13 @@ def band(positions: int, pixels: int) -> torch.Tensor:
     return ((pixel >= start) & (pixel < start + pixels - positions + 1)).float()
 
 
+def cursor_grid(space: spaces.Space) -> tuple[int, int]:
+    """``(rows, cols)`` of the cursor positions: from a ``Box`` of two coordinates or a ``MultiDiscrete``."""
+    if isinstance(space, spaces.MultiDiscrete):
+        return int(space.nvec[0]), int(space.nvec[1])
+    return int(space.high[0]) + 1, int(space.high[1]) + 1
+
+
 def image_shape_of(space: spaces.Box) -> tuple[int, int, int]:
     """``(C, H, W)`` of an image space, or of a flat one holding a square 1- or 3-channel image."""
     if len(space.shape) == 3:
@@ -69,15 +74,19 @@ class PainterExtractor(BaseFeaturesExtractor):
     and optionally the matched-filter features (see the module docstring).
 
     ``cnn_features`` is the width of the CNN's linear output; ``channels`` the first conv's width
-    (the second uses twice as many). Both convs have stride 2, which keeps a forward pass cheap
-    next to the env step (about 0.5 M multiply-adds for a 28x28 image). Works for any image size
-    and channel count. Images may come as ``(C, H, W)`` or flattened ``(C*H*W,)``; flat ones are taken as square
-    with 1 or 3 channels unless ``image_shape`` says otherwise.
+    (the second uses twice as many); both have stride 2. Works for any image size and channel count.
+    Images may come as ``(C, H, W)`` or flattened ``(C*H*W,)``; flat ones are taken as square with 1
+    or 3 channels unless ``image_shape`` says otherwise.
 
     The matched-filter branch is on when ``patch_values`` ``(K*L, C, R*R)`` and ``patch_support``
     ``(K*L, 1, R*R)`` (the dictionary's ``patches()``) are given, with ``num_levels`` L and the
-    painter's ``move_radius`` M. Its ``2(2M+1) + K + L`` features come last, in the action's
-    order ``(di, dj, k, b)``. The patches are buffers: they are saved with the policy.
+    painter's ``move_radius`` M. Its ``2(2M+1) + K + L`` features come after the CNN's, cursor's and
+    step's, in the action's order ``(di, dj, k, b)``. The patches are buffers: they are saved with
+    the policy.
+
+    ``append_observation=True`` appends the flat target, canvas and cursor (``observation_dim``
+    numbers) at the very end, for an action head that looks at the observation itself (see
+    ``agents.sb3.autoregressive``).
     """
 
     def __init__(
@@ -92,13 +101,14 @@ class PainterExtractor(BaseFeaturesExtractor):
         num_levels: int = 1,
         move_radius: int | None = None,
         matched_scale: float = 50.0,
+        append_observation: bool = False,
     ):
         for key in ("target", "canvas", "cursor", "step"):
             if key not in observation_space.spaces:
                 raise ValueError(f"PainterExtractor needs the painter's Dict observation, missing {key!r}")
         self.image_shape = tuple(image_shape or image_shape_of(observation_space["target"]))
         image_channels, height, width = self.image_shape
-        rows, cols = (int(n) for n in observation_space["cursor"].nvec)
+        rows, cols = cursor_grid(observation_space["cursor"])
         steps = int(observation_space["step"].n)
         matched_dim = 0
         if patch_values is not None:
@@ -107,8 +117,10 @@ class PainterExtractor(BaseFeaturesExtractor):
             if patch_values.shape[0] % num_levels:
                 raise ValueError(f"{patch_values.shape[0]} patches are not a whole number of {num_levels} levels")
             matched_dim = 2 * (2 * move_radius + 1) + patch_values.shape[0] // num_levels + num_levels
-        super().__init__(observation_space, cnn_features + rows + cols + steps + matched_dim)
+        self.observation_dim = 2 * image_channels * height * width + 2 if append_observation else 0
+        super().__init__(observation_space, cnn_features + rows + cols + steps + matched_dim + self.observation_dim)
         self.rows, self.cols, self.is_egocentric, self.matched_dim = rows, cols, egocentric, matched_dim
+        self.cursor_is_one_hot = isinstance(observation_space["cursor"], spaces.MultiDiscrete)
         if self.matched_dim:
             self.register_buffer("patch_values", torch.as_tensor(patch_values, dtype=torch.float32).detach().clone())
             self.register_buffer("patch_support", torch.as_tensor(patch_support, dtype=torch.float32).clone())
@@ -150,7 +162,7 @@ class PainterExtractor(BaseFeaturesExtractor):
     def forward(self, observations: dict) -> torch.Tensor:
         shape = (-1, *self.image_shape)
         target, canvas = observations["target"].view(shape), observations["canvas"].view(shape)
-        cursor = observations["cursor"]
+        cursor = observations["cursor"] if self.cursor_is_one_hot else self.one_hot(observations["cursor"])
         images = torch.cat([target, canvas, target - canvas], dim=1)
         if self.is_egocentric:
             images = self.egocentric(images, cursor)
@@ -162,7 +174,17 @@ class PainterExtractor(BaseFeaturesExtractor):
         parts = [features, cursor, observations["step"].flatten(1)]
         if self.matched_dim:
             parts.append(self.matched(target, canvas, cursor))
+        if self.observation_dim:
+            position = torch.stack([cursor[:, : self.rows].argmax(1), cursor[:, self.rows :].argmax(1)], 1)
+            parts += [target.flatten(1), canvas.flatten(1), position.float()]
         return torch.cat(parts, dim=1)
+
+    def one_hot(self, cursor: torch.Tensor) -> torch.Tensor:
+        """``(B, rows + cols)``: the one-hot row and column of cursors ``(B, 2)``."""
+        cursor = cursor.long()
+        rows = nn.functional.one_hot(cursor[:, 0], self.rows)
+        cols = nn.functional.one_hot(cursor[:, 1], self.cols)
+        return torch.cat([rows, cols], dim=1).float()
 
     @torch.no_grad()
     def matched(self, target: torch.Tensor, canvas: torch.Tensor, cursor: torch.Tensor) -> torch.Tensor:
@@ -197,7 +219,8 @@ class PainterExtractor(BaseFeaturesExtractor):
 
 
 def start_from_matched_filter(policy) -> None:
-    """Make the action head's logits start as the matched-filter features (identity weights on them).
+    """Make the action head's logits start as the matched-filter features (identity weights on them), or
+    zero the learned terms of ``PainterMultiInputPolicy``'s autoregressive head.
 
     The RNN policy's logits start from the placement rewards; this gives an SB3 ``ActorCriticPolicy``
     the same start, so its untrained deterministic action is greedy search's (up to ties between
@@ -205,6 +228,9 @@ def start_from_matched_filter(policy) -> None:
     extractor's features (``net_arch=dict(pi=[], ...)``) and the factorised ``MultiDiscrete`` action.
     """
     extractor, head = policy.features_extractor, policy.action_net
+    if hasattr(head, "start_from_matched_filter"):  # the autoregressive head (agents.sb3.autoregressive)
+        head.start_from_matched_filter()
+        return
     size = getattr(extractor, "matched_dim", 0)
     if not size:
         raise ValueError("the policy's extractor has no matched-filter branch: pass painter= to painter_policy_kwargs")
@@ -226,7 +252,7 @@ def painter_policy_kwargs(
     painter=None,
     matched_scale: float = 50.0,
 ) -> dict:
-    """``policy_kwargs`` for ``MultiInputPolicy`` (PPO, A2C, DQN) on ``Painter-v0``.
+    """``policy_kwargs`` for ``MultiInputPolicy`` (PPO, A2C, DQN, ...) on ``Painter-v0``.
 
     ``painter`` (``env.unwrapped.painter`` or ``PainterVecEnv.painter``) turns on the
     matched-filter branch with its dictionary and move radius.

@@ -8,7 +8,7 @@ runs with ``autoreset_mode="SameStep"``), the last observation goes to
 ``info["terminal_observation"]`` and ``info["TimeLimit.truncated"]`` says it was a time limit.
 
 All N envs share one batched env, so ``get_attr``, ``set_attr`` and ``env_method`` act on it
-and report the same value for every index.
+and report the same value for every index, except ``env_method("action_masks")``: each env's mask.
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from agents.sb3.wrappers import MAX_FLAT_ACTIONS, flat_action_count, joint_move_space, split_joint_moves
+from agents.sb3.wrappers import (
+    MAX_FLAT_ACTIONS,
+    flat_action_count,
+    joint_move_masks,
+    joint_move_space,
+    split_joint_moves,
+)
 from painter_env.rendering import render_frame
 from painter_env.vector import PainterVectorEnv
 
@@ -34,10 +40,10 @@ class PainterVecEnv(VecEnv):
     either way); ``flatten_actions`` for a ``Discrete`` action space (DQN, see
     ``agents.sb3.wrappers``) bounded by ``max_actions``; ``horizon_is_terminal``: report episode
     ends as terminal rather than ``TimeLimit.truncated`` (the step count is observed, so the
-    horizon is part of the task and nothing remains to bootstrap; it also saves SB3 one value
-    forward pass per finished env); ``joint_moves`` for ``MultiDiscrete([(2M+1)^2, K, L])``, the
-    two move components as one choice (see ``agents.sb3.wrappers``); ``render_mode`` ("rgb_array"); the rest are ``Painter-v0``'s
-    keyword arguments.
+    horizon is part of the task and nothing remains to bootstrap); ``joint_moves`` for
+    ``MultiDiscrete([(2M+1)^2, K, L])``, the two move components as one choice (see
+    ``agents.sb3.wrappers``); ``render_mode`` ("rgb_array"); the rest are ``Painter-v0``'s keyword
+    arguments.
 
     ``reset`` uses the seed given by ``seed()`` (one generator draws every env's images) and,
     when every env has an ``"index"`` option (``set_options``), those images.
@@ -131,8 +137,7 @@ class PainterVecEnv(VecEnv):
 
     def _per_env(self, info: dict, timeout: list[bool] | None = None) -> list[dict]:
         """The native info's per-env tensors (``sse``, ``optimal_return``) as one dict per env, with
-        ``TimeLimit.truncated`` when ``timeout`` is given. Dict literals: a few times faster than
-        building each env's dict from key-value pairs."""
+        ``TimeLimit.truncated`` when ``timeout`` is given."""
         sse = info["sse"].tolist()
         optimal = info["optimal_return"].tolist() if "optimal_return" in info else None
         if timeout is None:
@@ -166,8 +171,19 @@ class PainterVecEnv(VecEnv):
         setattr(self.env, attr_name, value)
 
     def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        if method_name == "action_masks":  # one mask per env (sb3-contrib's get_action_masks)
+            masks = self.action_masks()
+            return [masks[env] for env in self._get_indices(indices)]
         result = getattr(self.env, method_name)(*method_args, **method_kwargs)
         return [result for _ in self._get_indices(indices)]
+
+    def action_masks(self) -> np.ndarray:
+        """``(N, mask size)`` bool: the allowed actions of every env (one per reachable position, see
+        ``painter_env.masks``), flat per component as sb3-contrib's ``MaskablePPO`` reads them."""
+        if self.flatten_actions:
+            raise ValueError("action masks of flattened actions are not supported: use the MultiDiscrete action")
+        masks = self._host(self.env.action_masks())
+        return joint_move_masks(masks, int(self.nvec[0])) if self.joint_moves else masks
 
     def env_is_wrapped(self, wrapper_class, indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]

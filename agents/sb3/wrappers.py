@@ -57,6 +57,14 @@ def split_joint_moves(actions, moves: int):
     return stack([move // moves, move % moves, actions[..., 1:]], -1)
 
 
+def joint_move_masks(masks: np.ndarray, moves: int) -> np.ndarray:
+    """Flat per-component masks ``(B, 2n + K + L)`` of ``(di, dj, k, b)`` -> ``(B, n*n + K + L)`` of the
+    joint move view: a joint move is allowed when both of its components are."""
+    rows, cols, patches = masks[:, :moves], masks[:, moves : 2 * moves], masks[:, 2 * moves :]
+    joint = (rows[:, :, None] & cols[:, None, :]).reshape(len(masks), -1)
+    return np.concatenate([joint, patches], axis=1)
+
+
 class FlattenMultiDiscrete(gym.ActionWrapper):
     """``Discrete`` view of a ``MultiDiscrete`` action space: ``DQN("MultiInputPolicy", FlattenMultiDiscrete(env))``.
 

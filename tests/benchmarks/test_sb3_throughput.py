@@ -27,6 +27,7 @@ def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
                 "12",
                 "--hyperparams",
                 "n_steps=2",
+                "batch_size=8",
                 "--policies",
                 "config",
                 "mlp",
@@ -41,7 +42,7 @@ def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
     batched, dummy, mlp_batched, mlp_dummy = written["throughput"]
     assert [row["backend"] for row in written["throughput"]] == ["batched", "dummy"] * 2
     assert batched["policy"] == dummy["policy"] == "PainterMultiInputPolicy(PainterExtractor + matched filter)"
-    assert mlp_batched["policy"] == mlp_dummy["policy"] == "PainterMultiInputPolicy(CombinedExtractor)"
+    assert mlp_batched["policy"] == mlp_dummy["policy"] == "MultiInputPolicy(CombinedExtractor)"
     assert batched["collect_speedup"] == batched["collect_steps_per_second"] / dummy["collect_steps_per_second"]
     assert (
         mlp_batched["collect_speedup"]
@@ -49,7 +50,7 @@ def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
     )
     assert mlp_batched["collect_speedup_paired"] == pytest.approx(mlp_batched["collect_speedup"])  # one repeat
     assert mlp_batched["compared_with"] == "dummy, 1 thread"
-    assert "| 4 | batched | 1 | PainterMultiInputPolicy(CombinedExtractor)" in capsys.readouterr().out
+    assert "| 4 | batched | 1 | MultiInputPolicy(CombinedExtractor)" in capsys.readouterr().out
 
 
 def test_each_backend_is_compared_at_its_fastest_thread_count(tmp_path):

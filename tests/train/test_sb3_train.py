@@ -1,12 +1,16 @@
 """``python -m train.sb3``: trains, logs animations to TensorBoard, saves, scores, resumes."""
 
 import json
+import sys
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.sb3.encoder import load_sb3_model, sb3_env_config
+from agents.sb3 import PainterMultiInputPolicy
+from agents.sb3.algorithms import load_sb3_model, saved_algorithm
+from agents.sb3.callbacks import FinalSSECallback
+from agents.sb3.encoder import sb3_env_config
 from painter_env.config import PainterConfig, build_painter
 from train import sb3
 
@@ -80,7 +84,7 @@ def test_ppo_trains_logs_a_painting_animation_saves_and_scores(tmp_path):
 
     # The saved agent, with its recorded painter settings, scores the same again (deterministic actions).
     model = load_sb3_model(metrics["model"])
-    assert model.policy.features_extractor.matched_dim > 0  # ppo.toml's [shapes] table asks for it
+    assert isinstance(model.policy, PainterMultiInputPolicy)  # ppo.toml's policy
     config = sb3_env_config(metrics["model"])
     assert config["image_size"] == 10 and config["split"] == "test[:1000]"
     eval_painter = build_painter(PainterConfig(**{**config, "split": "test[1000:]"}))
@@ -106,41 +110,72 @@ def test_ppo_trains_logs_a_painting_animation_saves_and_scores(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "algo, vec_env, flags",
+    "algo, flags",
     [
-        ("a2c", "dummy", []),
-        ("dqn", "batched", ["--hyperparams", "learning_starts=64", "buffer_size=500"]),
-        ("a2c", "batched", ["--joint-moves"]),
+        ("a2c", ["--vec-env", "dummy"]),
+        ("a2c", ["--joint-moves", "--hyperparams", 'policy="MultiInputPolicy"']),
+        ("dqn", ["--hyperparams", "learning_starts=64", "buffer_size=500"]),
+        ("qrdqn", ["--hyperparams", "learning_starts=64", "buffer_size=500"]),
+        ("recurrent-ppo", ["--hyperparams", "n_steps=8", "batch_size=32"]),
+        ("maskable-ppo", ["--hyperparams", "n_steps=8", "batch_size=32"]),
+        ("trpo", ["--hyperparams", "n_steps=8", "batch_size=32"]),
+    ],
+    ids=["a2c-dummy", "a2c-joint-moves", "dqn", "qrdqn", "recurrent-ppo", "maskable-ppo", "trpo"],
+)
+def test_every_algorithm_trains_saves_and_scores(tmp_path, algo, flags):
+    pytest.importorskip("sb3_contrib")
+    metrics = run(tmp_path, "--algo", algo, "--total-timesteps", "256", "--n-envs", "4", "--move-radius", "2", *flags)
+    assert metrics["algo"] == algo and metrics["num_images"] == 64
+    assert saved_algorithm(metrics["model"]) == algo
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--algo", "sac"], "invalid choice"),
+        (["--n-envs", "many"], "invalid int value"),
+        (["--n-envs", "0"], "--n-envs must be positive"),
+        (["--dataset", "mnist", "--data-root", "/nonexistent"], "images not found under"),
+        (["--hyperparams", "learning_rate"], "key=value"),
+        (["--hyperparams", "learning_rate=fast"], "not TOML"),
+        (["--config", "/nonexistent/ppo.toml"], "cannot read hyperparameter file"),
+        (["--joint-moves", "--vec-env", "dummy"], "needs --vec-env batched"),
+        (["--joint-moves"], "PainterMultiInputPolicy needs the painter's MultiDiscrete"),
+    ],
+    ids=[
+        "algo",
+        "not-a-number",
+        "zero-envs",
+        "missing-dataset",
+        "hyperparams-item",
+        "hyperparams-value",
+        "config",
+        "joint-moves-dummy",
+        "joint-moves-painter-policy",
     ],
 )
-def test_other_algorithms_and_vec_envs(tmp_path, algo, vec_env, flags):
-    metrics = run(
-        tmp_path,
-        "--algo",
-        algo,
-        "--vec-env",
-        vec_env,
-        "--total-timesteps",
-        "256",
-        "--n-envs",
-        "4",
-        "--move-radius",
-        "2",
-        *flags,
-    )
-    assert metrics["algo"] == algo and metrics["num_images"] == 64
-    # The matched filter follows the factorised (di, dj, k, b) action: PPO/A2C only, not joint moves.
-    policy = load_sb3_model(metrics["model"]).policy
-    matched = (policy.q_net if algo == "dqn" else policy).features_extractor.matched_dim > 0
-    assert matched == (algo == "a2c" and "--joint-moves" not in flags)
+def test_bad_input_is_a_one_line_error_with_status_2(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as stopped:
+        sb3.main([*TINY_FLAGS, "--logdir", str(tmp_path / "runs"), *flags])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error:" in error and message in error
 
 
-def test_bad_hyperparameters_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="key=value"):
-        run(tmp_path, "--hyperparams", "learning_rate")
-    with pytest.raises(ValueError, match="not TOML"):
-        run(tmp_path, "--hyperparams", "learning_rate=fast")
-    with pytest.raises(ValueError, match="cannot read hyperparameter file"):
-        run(tmp_path, "--config", str(tmp_path / "missing.toml"))
-    with pytest.raises(ValueError, match="needs --vec-env batched"):
-        run(tmp_path, "--joint-moves", "--vec-env", "dummy")
+def test_a_missing_sb3_contrib_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sb3_contrib", None)  # import sb3_contrib now fails
+    with pytest.raises(SystemExit) as stopped:
+        sb3.main([*TINY_FLAGS, "--logdir", str(tmp_path / "runs"), "--algo", "trpo"])
+    assert stopped.value.code == 2
+    assert 'pip install -e ".[contrib]"' in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_the_agent_and_exits_with_status_130(tmp_path, monkeypatch):
+    def interrupt(callback):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FinalSSECallback, "_on_step", interrupt)
+    with pytest.raises(SystemExit) as stopped:
+        sb3.main([*TINY_FLAGS, "--logdir", str(tmp_path / "runs"), "--save", str(tmp_path / "stopped.zip")])
+    assert stopped.value.code == 130
+    assert saved_algorithm(tmp_path / "stopped.zip") == "ppo"
