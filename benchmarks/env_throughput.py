@@ -11,10 +11,10 @@ markdown table and writes JSON with ``--json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium
@@ -22,6 +22,21 @@ import torch
 from tqdm import tqdm
 
 import painter_env  # noqa: F401  (registers Painter-v0)
+from train.common.config import arg, parse_args
+
+
+@dataclass
+class Args:
+    sizes: list[int] = arg([1024, 4096], "numbers of envs N for SyncVectorEnv vs native", type=int)
+    repeats: int = arg(5, "timed repeats per figure; the median is reported")
+    single_steps: int = arg(5000, "steps per repeat for the single envs")
+    native_steps: int = arg(64, "batched steps per repeat for the native env")
+    sync_steps: int = arg(3, "batched steps per repeat for SyncVectorEnv (slow)")
+    image_sizes: list[int] = arg([28, 112], "the two image sizes (small, large) whose step times compare", type=int)
+    device: str = arg("cpu", "device of the native env", choices=["cpu", "cuda"])
+    threads: int = arg(None, "torch intra-op threads (default: torch's)", type=int)
+    quick: bool = arg(False, "tiny sizes and step counts, for a smoke test")
+    json: str = arg(None, "write the results as JSON to this path", type=str)
 
 
 def median_seconds(run, repeats: int) -> float:
@@ -103,31 +118,11 @@ def sync_env(num_envs: int, **kwargs):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--sizes",
-        type=int,
-        nargs="+",
-        default=[1024, 4096],
-        help="numbers of envs N for SyncVectorEnv vs native (default: 1024 4096)",
-    )
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per figure; the median is reported")
-    parser.add_argument("--single-steps", type=int, default=5000, help="steps per repeat for single envs")
-    parser.add_argument("--native-steps", type=int, default=64, help="batched steps per repeat for the native env")
-    parser.add_argument("--sync-steps", type=int, default=3, help="batched steps per repeat for SyncVectorEnv (slow)")
-    parser.add_argument(
-        "--image-sizes",
-        type=int,
-        nargs=2,
-        default=[28, 112],
-        metavar=("SMALL", "LARGE"),
-        help="the two image sizes whose step times are compared (default: 28 112)",
-    )
-    parser.add_argument("--device", default="cpu", help="device of the native env (cpu or cuda)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and step counts, for a smoke test")
-    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this path")
-    args = parser.parse_args(argv)
+    args = parse_args(Args, __doc__, argv)
+    if len(args.image_sizes) != 2:
+        raise ValueError(f"--image-sizes takes two sizes (small, large), got {args.image_sizes}")
+    if not args.sizes:
+        raise ValueError("--sizes takes at least one number of envs")
     if args.quick:
         args.sizes, args.repeats, args.single_steps, args.native_steps, args.sync_steps = [16], 1, 50, 4, 2
         args.image_sizes = [16, 32]
@@ -196,8 +191,9 @@ def main(argv: list[str] | None = None) -> dict:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 

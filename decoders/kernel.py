@@ -57,10 +57,6 @@ class CanvasGeometry:
         """The cursor at the start of an episode: the middle of the canvas."""
         return (self.rows - 1) // 2, (self.cols - 1) // 2
 
-    def cursor_bounds(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lowest ``(0, 0)`` and highest ``(rows-1, cols-1)`` cursor, as tensors on ``device``."""
-        return table_on(self, device, "lowest"), table_on(self, device, "highest")
-
     @property
     def window_table(self) -> torch.Tensor:
         """``(rows*cols, R*R)`` flat pixel indices of the window at each cursor position."""
@@ -71,165 +67,47 @@ class CanvasGeometry:
 
 
 def table_on(geometry: CanvasGeometry, device: torch.device | str, name: str = "window") -> torch.Tensor:
-    """The geometry's window table (or lowest/highest cursor) on ``device``.
-
-    Cached per (geometry, device): a thousand environments of one geometry share one table.
-    """
+    """The geometry's window table (or its ``"lowest"`` / ``"highest"`` cursor) on ``device``."""
     return _cached_table(geometry, str(torch.device(device)), name)
 
 
+# Cached per (geometry, device): building the window table every step would cost a single env's
+# step several times its time.
 @lru_cache(maxsize=64)
 def _cached_table(geometry: CanvasGeometry, device: str, name: str) -> torch.Tensor:
     sources = {
         "window": lambda: geometry.window_table,
         "lowest": lambda: torch.zeros(2, dtype=torch.long),
         "highest": lambda: torch.tensor([geometry.rows - 1, geometry.cols - 1]),
-        "corner_weights": lambda: torch.tensor([geometry.width, 1]),
     }
     return sources[name]().to(device)
 
 
-@lru_cache(maxsize=64)
-def _level_weights(num_levels: int, device: str) -> torch.Tensor:
-    return torch.tensor([num_levels, 1], device=device)
-
-
-def _weighted_sum(ints: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``(ints * weights).sum(-1)`` for integer tensors: one integer matmul on the CPU, a third of
-    the tensor ops of products and sum (an env step pays for each op); products and sum on other
-    devices, which have no integer matmul."""
-    return ints @ weights if ints.device.type == "cpu" else (ints * weights).sum(-1)
-
-
-def _component(array, index: int):
-    """``array[..., index]`` of a batch; a single action or cursor (a sequence of ints) is indexed
-    directly."""
-    return array[..., index] if isinstance(array, torch.Tensor) else array[index]
-
-
-def move_cursor(cursor, move, geometry: CanvasGeometry):
-    """New cursor ``(B, 2)`` after moves ``(B, 2)`` given as action components in ``[0, 2M]``.
-
-    Also moves one cursor given as a pair of ints by a pair of ints, with the same clamping in
-    plain Python arithmetic: the single env's step then pays no tensor or array call for it.
-    """
-    if isinstance(cursor, tuple):
-        (row, col), (row_move, col_move), radius = cursor, move, geometry.move_radius
-        return (
-            min(max(row + row_move - radius, 0), geometry.rows - 1),
-            min(max(col + col_move - radius, 0), geometry.cols - 1),
-        )
-    lowest, highest = geometry.cursor_bounds(cursor.device)
+def move_cursor(cursor: torch.Tensor, move: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
+    """New cursor ``(B, 2)`` after moves ``(B, 2)`` given as action components in ``[0, 2M]``."""
+    lowest, highest = table_on(geometry, cursor.device, "lowest"), table_on(geometry, cursor.device, "highest")
+    # in place after the first op: fewer tensors to allocate, over 10% of a single env's step
     return torch.add(cursor, move).sub_(geometry.move_radius).clamp_(lowest, highest)
 
 
-def position_index(cursor, geometry: CanvasGeometry):
-    """Row of the window table for each cursor: ``i * cols + j`` (a tensor, or an int for a pair of ints)."""
-    return _component(cursor, 0) * geometry.cols + _component(cursor, 1)
+def position_index(cursor: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
+    """Row of the window table for each cursor ``(..., 2)``: ``i * cols + j``."""
+    return cursor[..., 0] * geometry.cols + cursor[..., 1]
 
 
-def window_index(table: torch.Tensor, position: torch.Tensor | int, channels: int) -> torch.Tensor:
-    """Flat pixel indices ``(B, C, R*R)`` of each window (``B = 1`` for an int position)."""
-    rows = table[position] if isinstance(position, int) else table.index_select(0, position)
-    return rows.view(-1, 1, table.shape[1]).expand(-1, channels, -1)
+def patch_ids(actions: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """Row of the patch table chosen by each action ``(..., 4)``: ``k * L + b``."""
+    return actions[..., 2] * num_levels + actions[..., 3]
 
 
-def select_patches(
-    values: torch.Tensor, support: torch.Tensor, ids: torch.Tensor | int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The chosen rows of the patch table: ``(B, C, R*R)`` values and ``(B, 1, R*R)`` support."""
-    if isinstance(ids, int):
-        return values[ids].unsqueeze(0), support[ids].unsqueeze(0)
-    return values.index_select(0, ids), support.index_select(0, ids)
+def window_index(table: torch.Tensor, position: torch.Tensor, channels: int) -> torch.Tensor:
+    """Flat pixel indices ``(B, C, R*R)`` of the windows at rows ``position`` ``(B,)`` of the window table."""
+    return table.index_select(0, position).unsqueeze(1).expand(-1, channels, -1)
 
 
 def composite(old: torch.Tensor, values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """Last write wins: the new values inside the support (1), the old ones outside (0).
-
-    ``lerp`` with a 0/1 weight returns either end exactly, and runs several times faster on the
-    CPU than ``torch.where`` with a boolean mask; integer canvases (step numbers) use the same
-    blend in integer arithmetic.
-    """
-    if support.dtype != old.dtype:
-        support = support.to(old.dtype)  # boolean supports are accepted too, at a cost
-    if old.is_floating_point():
-        return torch.lerp(old, values, support)
-    return old + support * (values - old)
-
-
-def painted(
-    old: torch.Tensor, target: torch.Tensor, values: torch.Tensor, support: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The windows after painting ``(B, C, R*R)`` and the rewards ``(B,)`` (decrease of the SSE),
-    from the windows ``old`` of the canvas and ``target`` of the target.
-
-    ``old`` is a scratch copy that this overwrites (in place: one window-sized tensor fewer to
-    allocate). Few tensor ops: a single env's step pays for each one.
-    """
-    new = composite(old, values, support)
-    # (x - old)^2 - (x - new)^2 = (old - new) * (old + new - 2x), summed over the window
-    error_sum = torch.add(old, new).sub_(target, alpha=2)
-    return new, old.sub_(new).mul_(error_sum).sum(dim=(1, 2))
-
-
-def paint_(
-    canvas: torch.Tensor,
-    target: torch.Tensor,
-    index: torch.Tensor,
-    values: torch.Tensor,
-    support: torch.Tensor,
-) -> torch.Tensor:
-    """Paint one patch per batch element in place and return the reward (decrease of the SSE).
-
-    ``canvas`` and ``target`` are flat ``(B, C, H*W)``; ``index`` comes from :func:`window_index`;
-    ``values`` ``(B, C, R*R)`` and ``support`` ``(B, 1, R*R)`` (0/1 floats) are the chosen patches.
-    Only the window is read and written.
-    """
-    new, reward = painted(canvas.gather(2, index), target.gather(2, index), values, support)
-    canvas.scatter_(2, index, new)
-    return reward
-
-
-def corner_pixel(cursor: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
-    """Flat pixel ``i * W + j`` of each cursor's top-left corner ``(B,)``."""
-    return _weighted_sum(cursor, table_on(geometry, cursor.device, "corner_weights"))
-
-
-def window_rows(images: torch.Tensor, corner: torch.Tensor, geometry: CanvasGeometry) -> torch.Tensor:
-    """Where the R rows of each window start in ``images``' memory: flat element offsets.
-
-    ``images`` is flat ``(B, C, H*W)`` with contiguous pixels, ``corner`` ``(B,)`` (or ``(B, T)``
-    for T windows per image) from :func:`corner_pixel`; the offsets are ordered batch, (window,)
-    channel, row. With :func:`row_blocks` a window is copied as R runs of R contiguous pixels,
-    several times cheaper than R*R gathered pixels.
-    """
-    batch, channels = images.shape[:2]
-    if images.stride(2) != 1:
-        raise ValueError(f"images must have contiguous pixels (stride 1), got strides {images.stride()}")
-    offsets = _row_offsets(geometry, batch, images.stride(0), images.stride(1), channels, str(corner.device))
-    windows = 1 if corner.dim() == 1 else corner.shape[1]
-    return (corner.view(batch, windows, 1, 1) + offsets).view(-1)
-
-
-@lru_cache(maxsize=64)
-def _row_offsets(
-    geometry: CanvasGeometry, batch: int, image_stride: int, channel_stride: int, channels: int, device: str
-) -> torch.Tensor:
-    """``(B, 1, C, R)``: where row r of channel c of image b's window starts in memory, less the
-    window's corner pixel: ``b * image_stride + c * channel_stride + r * W``.
-
-    Cached: a step then adds the corners to it in one op instead of building it anew."""
-    rows = torch.arange(geometry.patch_size) * geometry.width
-    within = torch.arange(channels)[:, None] * channel_stride + rows
-    return (torch.arange(batch).view(-1, 1, 1, 1) * image_stride + within).to(device)
-
-
-def row_blocks(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Every run of R consecutive elements of ``images``' memory, as an (overlapping) view
-    ``(span - R + 1, R)``: rows :func:`window_rows` of it are the windows' rows, for
-    ``index_select`` (read) and ``index_copy_`` (write, the rows of distinct windows never overlap)."""
-    span = 1 + sum((size - 1) * stride for size, stride in zip(images.shape, images.stride()))
-    return images.as_strided((max(span - patch_size + 1, 0), patch_size), (1, 1))
+    """Last write wins: the new values inside the support (nonzero), the old ones outside (0)."""
+    return torch.where(support.bool(), values, old)
 
 
 def act_(
@@ -244,27 +122,21 @@ def act_(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Carry out one action per batch element: move the cursor, then paint (in place).
 
-    ``canvas``/``target`` are flat ``(B, C, H*W)`` with contiguous pixels, ``cursor`` ``(B, 2)``,
-    ``actions`` ``(B, 4)``, ``values``/``support`` the dictionary's patch table. Returns the new
-    cursor and the rewards. Agrees with :func:`paint_` (tested); copies windows row by row.
+    ``canvas``/``target`` are flat ``(B, C, H*W)``, ``cursor`` ``(B, 2)``, ``actions`` ``(B, 4)``,
+    ``values`` ``(K*L, C, R*R)`` and ``support`` ``(K*L, 1, R*R)`` the dictionary's patch table.
+    Returns the new cursor and the rewards ``(B,)``, the decrease of the SSE. Only the windows are
+    read and written.
     """
     cursor = move_cursor(cursor, actions[:, :2], geometry)
-    corner = corner_pixel(cursor, geometry)
-    rows = window_rows(canvas, corner, geometry)
-    target_rows = rows if target.stride() == canvas.stride() else window_rows(target, corner, geometry)
-    blocks, size = row_blocks(canvas, geometry.patch_size), (canvas.shape[0], canvas.shape[1], geometry.patch_size**2)
-    old = blocks.index_select(0, rows).view(size)
-    window = row_blocks(target, geometry.patch_size).index_select(0, target_rows).view(size)
-    new, reward = painted(old, window, *select_patches(values, support, patch_ids(actions, num_levels)))
-    blocks.index_copy_(0, rows, new.view(-1, geometry.patch_size))
-    return cursor, reward
-
-
-def patch_ids(actions, num_levels: int):
-    """Row of the patch table chosen by each action: ``k * L + b`` (an int for one action given as ints)."""
-    if isinstance(actions, torch.Tensor):
-        return _weighted_sum(actions[..., 2:], _level_weights(num_levels, str(actions.device)))
-    return actions[2] * num_levels + actions[3]
+    index = window_index(table_on(geometry, cursor.device), position_index(cursor, geometry), canvas.shape[1])
+    ids = patch_ids(actions, num_levels)
+    old, window = canvas.gather(2, index), target.gather(2, index)
+    new = composite(old, values.index_select(0, ids), support.index_select(0, ids))
+    canvas.scatter_(2, index, new)
+    # (x - old)^2 - (x - new)^2 = (old - new) * (old + new - 2x), summed over the window; in place
+    # on the gathered copies: fewer tensors to allocate, over 10% of a single env's step
+    error_sum = torch.add(old, new).sub_(window, alpha=2)
+    return cursor, old.sub_(new).mul_(error_sum).sum(dim=(1, 2))
 
 
 def cursor_path(actions: torch.Tensor, geometry: CanvasGeometry, start: torch.Tensor | None = None) -> torch.Tensor:
@@ -294,7 +166,7 @@ def ownership(
     owner = torch.full((batch, 1, pixels), -1, dtype=torch.long, device=device)
     offset = torch.zeros((batch, 1, pixels), dtype=torch.long, device=device)
     within = torch.arange(geometry.patch_size**2, device=device).expand(batch, 1, -1)
-    positions = position_index(cursor_path(actions, geometry).reshape(-1, 2), geometry).view(batch, steps)
+    positions = position_index(cursor_path(actions, geometry), geometry)
     ids = patch_ids(actions, num_levels)
     for t in range(steps):
         index = window_index(table, positions[:, t], 1)
@@ -353,7 +225,7 @@ def placement_rewards(
     sum are one conv, about twice as fast on the CPU as three convs and two additions.
     ``visible`` ``(B, 1, H, W)`` weights pixels (0 where a later step will cover them), as Gibbs
     refinement needs; by default every pixel counts.
-    Agrees with :func:`paint_` (tested).
+    Agrees with :func:`act_` (tested).
     """
     channels = target.shape[1]
     patch = values.reshape(-1, channels, patch_size, patch_size)

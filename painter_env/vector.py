@@ -9,7 +9,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from decoders.kernel import act_, corner_pixel, row_blocks, window_rows
+from decoders.kernel import act_
 from painter_env.config import PainterConfig, build_painter, device_of
 from painter_env.env import action_space, invalid_action_message, observation_space
 from painter_env.masks import action_masks
@@ -84,13 +84,6 @@ class PainterVectorEnv(VectorEnv):
         self._needs_reset: torch.Tensor | None = None  # NEXT_STEP autoreset: the envs to start over at the next step
         self._no_termination = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
         self._image_shape = (num_envs,) + self.single_observation_space["target"].shape  # flat images
-        # Where each step of the current episodes painted, when those windows cover well under the
-        # canvas: a reset then blanks just them. A window row written at random costs about as much
-        # as 40 bytes of a sequential fill, so below a quarter of the canvas the windows are cheaper.
-        painted_area = self.painter.max_steps * self._geometry.patch_size**2
-        self._corners = None
-        if 4 * painted_area <= pixels:
-            self._corners = torch.zeros(num_envs, self.painter.max_steps, dtype=torch.long, device=self.device)
 
     def refresh_dictionary(self) -> None:
         """Re-read the dictionary's patches (call after training it in place)."""
@@ -127,7 +120,7 @@ class PainterVectorEnv(VectorEnv):
         sse = self._image_sse.index_select(0, indices)
         if rows is None:  # the usual case: episodes have one length, so all envs end together
             torch.index_select(self._images, 0, indices, out=self._target)
-            self._blank_canvas()
+            self._canvas.zero_()
             self._cursor.copy_(self._start.expand_as(self._cursor))
             self._steps.zero_()
             for buffer, values in ((self._index, indices), (self._sse, sse), (self._optimal, sse)):
@@ -168,23 +161,11 @@ class PainterVectorEnv(VectorEnv):
         else:
             self._needs_reset = ended.clone()  # a copy: the caller owns the returned one
 
-    def _blank_canvas(self) -> None:
-        """Blank every canvas: the windows painted this episode, or the whole canvas."""
-        if self._corners is None:
-            self._canvas.zero_()
-        else:
-            rows = window_rows(self._canvas, self._corners, self._geometry)
-            row_blocks(self._canvas, self._geometry.patch_size).index_fill_(0, rows, 0.0)
-
     def _paint(self, actions: torch.Tensor, painting: torch.Tensor | None = None) -> torch.Tensor:
         """One kernel call for the envs ``painting`` (a bool mask; all by default, as except at an
         autoreset), which then count a step."""
         if painting is None:
             reward = self._paint_rows(actions, self._canvas, self._target, self._cursor, self._sse)
-            if self._corners is not None:
-                self._corners.scatter_(
-                    1, self._steps.unsqueeze(1), corner_pixel(self._cursor, self._geometry).unsqueeze(1)
-                )
             self._steps += 1
             return reward
         reward = torch.zeros(self.num_envs, device=self.device)
@@ -194,8 +175,6 @@ class PainterVectorEnv(VectorEnv):
         canvas, cursor, sse = self._canvas[rows], self._cursor[rows], self._sse[rows]
         reward[rows] = self._paint_rows(actions[rows], canvas, self._target[rows], cursor, sse)
         self._canvas[rows], self._cursor[rows], self._sse[rows] = canvas, cursor, sse
-        if self._corners is not None:
-            self._corners[rows, self._steps[rows]] = corner_pixel(cursor, self._geometry)
         self._steps += painting
         return reward
 

@@ -19,16 +19,7 @@ import pytest
 import torch
 
 from agents.estimators import SampleBatch, iw, memoised, reinforce, returns_to_go, vimco
-from decoders.kernel import (
-    CanvasGeometry,
-    decode,
-    move_cursor,
-    paint_,
-    patch_ids,
-    position_index,
-    table_on,
-    window_index,
-)
+from decoders.kernel import CanvasGeometry, act_, decode
 
 GEOMETRY = CanvasGeometry(4, 4, 2, 1)
 K, STEPS, BETA = 2, 2, 1.0
@@ -59,10 +50,8 @@ def _problem():
     cursor = torch.tensor(GEOMETRY.start).repeat(len(programs), 1)
     rewards = []
     for t in range(STEPS):
-        cursor = move_cursor(cursor, programs[:, t, :2], GEOMETRY)
-        index = window_index(table_on(GEOMETRY, "cpu"), position_index(cursor, GEOMETRY), 1)
-        chosen = patch_ids(programs[:, t], 1)
-        rewards.append(paint_(canvas, target_flat, index, values.detach()[chosen], support[chosen]))
+        cursor, reward = act_(canvas, target_flat, cursor, programs[:, t], values.detach(), support, 1, GEOMETRY)
+        rewards.append(reward)
     rewards = torch.stack(rewards, 1)
 
     log_q = log_prob_table(theta1, theta2)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks import env_throughput
 
 
@@ -14,3 +16,8 @@ def test_env_throughput_quick_mode_writes_every_figure(tmp_path, capsys):
     assert set(written["image_size"]) == {"num_envs", "painting_step", "step_incl_autoreset"}
     table = capsys.readouterr().out
     assert "| native batched N=16 |" in table and "SyncVectorEnv N=16" in table
+
+
+def test_env_throughput_rejects_a_third_image_size():
+    with pytest.raises(ValueError, match="--image-sizes takes two sizes"):
+        env_throughput.main(["--quick", "--image-sizes", "16", "32", "64"])

@@ -12,11 +12,9 @@ from decoders.kernel import (
     cursor_path,
     decode,
     move_cursor,
-    paint_,
     patch_ids,
     placement_rewards,
     position_index,
-    select_patches,
     table_on,
     window_index,
 )
@@ -95,8 +93,8 @@ def test_kernel_matches_reference_compositing(height, width, patch, radius, chan
     torch.testing.assert_close(rewards.sum(1), sse_drop, atol=1e-4, rtol=1e-4)
 
 
-def test_act_copies_windows_of_strided_images_like_paint():
-    """The row-block copies of act_ honour any batch/channel strides and touch only the windows."""
+def test_act_paints_strided_images_like_contiguous_ones():
+    """act_ honours any batch/channel strides and touches only the windows."""
     generator = torch.Generator().manual_seed(5)
     geometry = CanvasGeometry(9, 8, 3, 4)
     dictionary = random_dictionary(3, 2, 3, 2, generator)
@@ -104,24 +102,21 @@ def test_act_copies_windows_of_strided_images_like_paint():
     storage = torch.rand(4, 3, 72, generator=generator)
     canvas = storage[::2, 1:]  # (2, 2, 72): every other image, two of three channels
     target = torch.rand(1, 2, 72, generator=generator).expand(2, -1, -1)  # one target for both canvases
-    expected = canvas.clone()
-    cursor = torch.tensor([[0, 5], [6, 0]])
+    expected, expected_cursor = canvas.clone(), torch.tensor([[0, 5], [6, 0]])
+    cursor = expected_cursor
     for actions in random_actions(2, 4, geometry, dictionary, generator).unbind(1):
         before = storage.clone()
-        moved, reward = act_(canvas, target, cursor, actions, values, support, dictionary.num_levels, geometry)
-        index = window_index(table_on(geometry, "cpu"), position_index(moved, geometry), 2)
-        chosen = select_patches(values, support, patch_ids(actions, dictionary.num_levels))
-        expected_reward = paint_(expected, target, index, *chosen)
-        torch.testing.assert_close(canvas, expected, rtol=0, atol=0)
+        cursor, reward = act_(canvas, target, cursor, actions, values, support, 2, geometry)
+        expected_cursor, expected_reward = act_(
+            expected, target.contiguous(), expected_cursor, actions, values, support, 2, geometry
+        )
+        assert torch.equal(canvas, expected) and torch.equal(cursor, expected_cursor)
         torch.testing.assert_close(reward, expected_reward)
         untouched = torch.ones_like(storage, dtype=torch.bool)
         untouched[::2, 1:] = False
         assert torch.equal(storage[untouched], before[untouched])
-        cursor = moved
     empty = act_(canvas[:0], target[:0], cursor[:0], actions[:0], values, support, 2, geometry)
     assert empty[0].shape == (0, 2) and empty[1].shape == (0,)
-    with pytest.raises(ValueError, match="contiguous pixels"):
-        act_(storage.transpose(1, 2), storage.transpose(1, 2), cursor, actions, values, support, 2, geometry)
 
 
 def test_decode_gradient_reaches_only_the_last_writer():
@@ -164,28 +159,30 @@ def test_placement_rewards_equal_painting_each_placement(with_visibility):
     scores = placement_rewards(target, canvas, values, support, 3, visible)
 
     weight = torch.ones(2, 1, 7, 6) if visible is None else visible
-    table = table_on(geometry, "cpu")
+    still = geometry.move_radius  # the move component that leaves the cursor in place
     for patch in range(values.shape[0]):
         for row in range(geometry.rows):
             for col in range(geometry.cols):
                 painted = canvas.clone().flatten(2)
-                index = window_index(table, row * geometry.cols + col, 2).expand(2, -1, -1)
-                paint_(painted, target.flatten(2), index, *select_patches(values, support, torch.tensor([patch] * 2)))
+                cursor = torch.tensor([[row, col]] * 2)
+                actions = torch.tensor([[still, still, patch // 2, patch % 2]] * 2)
+                act_(painted, target.flatten(2), cursor, actions, values, support, 2, geometry)
                 before = ((target - canvas).square() * weight).flatten(1).sum(1)
                 after = ((target - painted.view_as(target)).square() * weight).flatten(1).sum(1)
                 torch.testing.assert_close(scores[:, patch, row, col], before - after, atol=1e-4, rtol=1e-4)
 
 
-def test_cursor_moves_identically_as_ints_and_as_tensors():
+def test_cursor_moves_clamp_at_the_border_and_index_the_tables():
     geometry = CanvasGeometry(10, 12, 4, 3)
     cursor = torch.tensor([[0, 0], [6, 8], [3, 4], [6, 0]])
     move = torch.tensor([[0, 6], [6, 6], [2, 1], [3, 0]])
     moved = move_cursor(cursor, move, geometry)
     assert moved.tolist() == [[0, 3], [6, 8], [2, 2], [6, 0]]
-    one_at_a_time = [move_cursor(tuple(c), tuple(m), geometry) for c, m in zip(cursor.tolist(), move.tolist())]
-    assert [list(pair) for pair in one_at_a_time] == moved.tolist()
-    assert position_index(one_at_a_time[1], geometry) == position_index(moved, geometry)[1].item()
-    assert patch_ids((0, 0, 2, 1), 3) == patch_ids(torch.tensor([[0, 0, 2, 1]]), 3).item() == 7
+    assert cursor.tolist() == [[0, 0], [6, 8], [3, 4], [6, 0]]  # the old cursor is left alone
+    assert position_index(moved, geometry).tolist() == [3, 6 * 9 + 8, 2 * 9 + 2, 6 * 9]
+    window = window_index(table_on(geometry, "cpu"), position_index(moved, geometry), 3)
+    assert window.shape == (4, 3, 16) and window[1, 2, 0] == 6 * 12 + 8 and window[1, 2, -1] == 9 * 12 + 11
+    assert patch_ids(torch.tensor([[0, 0, 2, 1], [5, 5, 0, 2]]), 3).tolist() == [7, 2]
 
 
 def test_geometry_rejects_impossible_settings():
