@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
@@ -31,6 +30,7 @@ from agents.estimators import iw, reinforce, returns_to_go, vimco
 from decoders.dictionary import PatchDictionary
 from decoders.storage import load_checkpoint
 from painter_env.config import PainterConfig, build_painter
+from train import reinforce
 from train.common.config import arg, parse_args
 from train.reinforce import sample_batch
 
@@ -69,7 +69,7 @@ def replicate_gradients(
     """``(replicates, parameters)`` encoder gradients per estimator, all from the same batches."""
     generator = torch.Generator().manual_seed(seed)
     images, parameters = painter.data.images, list(policy.parameters())
-    drawing = SimpleNamespace(samples=samples, estimator="iw", baseline="loo", freeze_dictionary=True)
+    drawing = reinforce.Args(samples=samples, estimator="iw", baseline="loo", freeze_dictionary=True)
 
     def draw():
         targets = images[torch.randint(len(images), (batch_size,), generator=generator)]

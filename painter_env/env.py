@@ -195,5 +195,4 @@ class PainterEnv(gym.Env):
     def action_masks(self) -> np.ndarray:
         """``(2(2M+1) + K + L,)`` bool: the actions allowed now, one per reachable position, in the flat
         per-component layout of sb3-contrib's ``MaskablePPO`` (see ``painter_env.masks``)."""
-        cursor = torch.tensor([self._cursor])
-        return action_masks(cursor, self._geometry, *self._nvec_list[2:])[0].numpy()
+        return action_masks(self._cursor, self._geometry, *self._bounds[2:])[0].numpy()

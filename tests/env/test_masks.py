@@ -48,5 +48,5 @@ def test_single_and_batched_env_give_the_flat_per_component_masks():
         cursor = vector._cursor
         assert torch.equal(masks, action_masks(cursor, vector.painter.geometry, int(nvec[2]), int(nvec[3])))
         single = env.unwrapped.action_masks()
-        expected = action_masks(torch.tensor([env.unwrapped._cursor]), env.unwrapped.painter.geometry, *nvec[2:])
+        expected = action_masks(env.unwrapped._cursor, env.unwrapped.painter.geometry, *nvec[2:].tolist())
         assert single.dtype == bool and np.array_equal(single, expected[0].numpy())
