@@ -30,8 +30,8 @@ from agents.estimators import iw, reinforce, returns_to_go, vimco
 from decoders.dictionary import PatchDictionary
 from decoders.storage import load_checkpoint
 from painter_env.config import PainterConfig, build_painter
-from train import reinforce
 from train.common.config import arg, parse_args
+from train.reinforce import Args as TrainingArgs
 from train.reinforce import sample_batch
 
 ESTIMATORS = {
@@ -69,7 +69,7 @@ def replicate_gradients(
     """``(replicates, parameters)`` encoder gradients per estimator, all from the same batches."""
     generator = torch.Generator().manual_seed(seed)
     images, parameters = painter.data.images, list(policy.parameters())
-    drawing = reinforce.Args(samples=samples, estimator="iw", baseline="loo", freeze_dictionary=True)
+    drawing = TrainingArgs(samples=samples, estimator="iw", baseline="loo", freeze_dictionary=True)
 
     def draw():
         targets = images[torch.randint(len(images), (batch_size,), generator=generator)]
