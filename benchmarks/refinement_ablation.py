@@ -42,7 +42,7 @@ class Args:
     extra: list = arg([], "more train.reinforce flags for every run, e.g. --extra=--steps --extra=8", type=str)
     jobs: int = arg(2, "commands run at once, one thread each (1: in this process, one after another)")
     seed: int = arg(1, "random seed of every run")
-    quick: bool = arg(False, "smoke run: fit on test[:300], 16 held-out images, a second of training")
+    quick: bool = arg(False, "smoke run: fit on test[:300], 8 held-out images, 4-step programs, a second of training")
     workdir: str = arg(None, "keep the runs here (default: a temporary folder)", type=str)
     json: str = arg(None, "write the rows as JSON to this path", type=str)
 
@@ -82,7 +82,8 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> dict:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
     if args.quick:
-        args.split, args.eval_images, args.minutes = "test[:300]", 16, 0.02
+        args.split, args.eval_images, args.minutes = "test[:300]", 8, 0.02
+        args.extra = [*args.extra, "--steps", "4", "--batch-size", "4", "--samples", "2"]
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(args.workdir or scratch)
         workdir.mkdir(parents=True, exist_ok=True)
