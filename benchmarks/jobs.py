@@ -29,8 +29,13 @@ class Job:
 
 
 def run_jobs(jobs: list[Job], parallel: int, description: str) -> list[str]:
-    """Run the jobs (``parallel`` at a time as subprocesses, or in this process); notes of the failures."""
+    """Run the jobs (``parallel`` at a time as subprocesses, or in this process); notes of the failures.
+
+    A job whose metrics file exists already is not run again: a benchmark stopped half-way and
+    started again with the same working folder goes on where it stopped.
+    """
     notes = []
+    jobs = [job for job in jobs if not job.metrics.exists()]
     with tqdm(total=len(jobs), desc=description) as bar:
         if parallel == 1:
             for job in jobs:

@@ -52,6 +52,8 @@ class Args:
     eval_split: str = arg("test[8000:]", "split every model is scored on")
     eval_images: int = arg(None, "score only the first N images of --eval-split (default: all)", type=int)
     bits: list = arg([70.0, 140.0, 279.0], "bits per image of the matched-rate rows", type=float)
+    models: list = arg(["painter", "vqvae"], "the matched-rate models to train and score", type=str,
+                       choices=("painter", "vqvae"))  # fmt: skip
     minutes: float = arg(30.0, "training minutes of every trained model (painter, VQ-VAE, baselines)")
     jobs: int = arg(2, "commands run at once, one thread each (1: in this process, one after another)")
     gibbs_sweeps: int = arg(4, "sweeps of Gibbs refinement of the greedy and policy programs")
@@ -60,7 +62,12 @@ class Args:
     quick: bool = arg(False, "smoke run: fit on test[:300], 16 held-out images, rates 70 and 140, a second of training")
     seed: int = arg(1, "random seed of every model")
     device: str = arg("cpu", "cpu or cuda")
-    workdir: str = arg(None, "keep the runs (checkpoints, logs, metrics) here (default: a temporary folder)", type=str)
+    workdir: str = arg(
+        None,
+        "keep the runs (checkpoints, logs, metrics) here (default: a temporary folder); "
+        "a run whose figures are there already is not run again",
+        type=str,
+    )
     json: str = arg(None, "write the rows as JSON to this path", type=str)
     plot: str = arg(None, "draw the rate-distortion curves (PNG) to this path", type=str)
 
@@ -99,7 +106,7 @@ def painter_jobs(args: Args, workdir: Path) -> tuple[list[Job], list[Job]]:
 def baseline_jobs(args: Args, workdir: Path) -> list[Job]:
     """VQ-VAE at each rate, and with ``--baselines`` LLGAE, CGAE and VAEs."""
     epochs = ["--epochs", "1000000"]
-    jobs = [
+    jobs = [] if "vqvae" not in args.models else [
         Job(f"VQ-VAE, {bits:g} bits", "VQ-VAE", "train.vqvae",
             trainer_flags(args, f"vqvae-{bits:g}bits", workdir) + ["--match-bits", str(bits)] + epochs,
             workdir / f"vqvae-{bits:g}bits.json")
@@ -225,7 +232,7 @@ def benchmark(args: Args, workdir: Path) -> dict:
     train = load_images(args.dataset, args.split, args.data_root).images
     test = load_images(args.dataset, args.eval_split, args.data_root).images[: args.eval_images]
     rows = classical_rows(train, test, args.quick, args.seed)
-    training, evaluation = painter_jobs(args, workdir)
+    training, evaluation = painter_jobs(args, workdir) if "painter" in args.models else ([], [])
     baselines = baseline_jobs(args, workdir)
     notes = run_jobs(training + baselines, args.jobs, "training")
     notes += run_jobs(evaluation, args.jobs, "evaluating")
