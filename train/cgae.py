@@ -33,7 +33,7 @@ from painter_env.animation import add_gif
 from painter_env.rendering import render_frame, tile_frames
 from train.common.config import arg, parse_args
 from train.common.metrics import reconstruction_metrics
-from train.common.run import CommonArgs, held_out_images, load_split, report, start_run
+from train.common.run import CommonArgs, held_out_images, load_split, report, start_run, user_errors
 from train.common.tensorboard import log_image_grid
 
 CHECKPOINT_KIND = "cgae"
@@ -91,11 +91,13 @@ def encode(
 
 def train(args: Args) -> tuple[CGAE, dict]:
     """Fit on ``args.split``, score on ``args.eval_split``; returns the model and the figures."""
-    run = start_run(args, CHECKPOINT_KIND, f"H{args.components}")
+    with user_errors():
+        images = load_split(args, args.split, patch_size=args.patch_size)
+        held_out_images(args, "cpu", patch_size=args.patch_size)  # a missing held-out split stops the run now
+        run = start_run(args, CHECKPOINT_KIND, f"H{args.components}")
     device, writer = run.device, run.writer
     generator = torch.Generator(device=device).manual_seed(args.seed)
     cpu_generator = torch.Generator().manual_seed(args.seed)
-    images = load_split(args, args.split, patch_size=args.patch_size)
     model = cgae_from_images(images, args.prototypes, args.patch_size, args.components, seed=args.seed).to(device)
     images = images.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -103,44 +105,49 @@ def train(args: Args) -> tuple[CGAE, dict]:
     began, iteration = time.perf_counter(), 0
     total = args.epochs * -(-len(images) // args.batch_size)
     progress = tqdm(total=total, desc="cgae")
-    for _ in range(args.epochs):
-        order = torch.randperm(len(images), generator=cpu_generator).to(device)
-        for start in range(0, len(images), args.batch_size):
-            if time.perf_counter() - began > 60 * args.minutes:
-                break
-            batch = images[order[start : start + args.batch_size]]
-            record = 4 if iteration % args.image_every == 0 else 0
-            codes, frames = model.gibbs(
-                batch, args.chains, args.sweeps, args.beta_start, args.beta_end, generator, record=record
-            )
-            sse = model.chain_sse(batch, codes)
-            weights = torch.softmax(-args.weight_beta * sse.detach(), dim=1)
-            loss = (weights * sse).sum(1).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            usage += prototype_usage(codes, model)
-            iteration += 1
-            progress.update()
-            if iteration % args.log_every == 0:
-                writer.add_scalar("losses/weighted_sse", loss.item(), iteration)
-                writer.add_scalar("charts/best_chain_sse", sse.min(1).values.mean().item(), iteration)
-                writer.add_scalar("charts/usage_entropy_bits", usage_entropy(usage), iteration)
-                writer.add_scalar("charts/unused_prototypes", int((usage == 0).sum()), iteration)
-                writer.add_scalar(
-                    "charts/empty_components", (codes == model.null_code).float().mean().item(), iteration
+    with run.interruptible(model, model.config()):
+        for _ in range(args.epochs):
+            order = torch.randperm(len(images), generator=cpu_generator).to(device)
+            for start in range(0, len(images), args.batch_size):
+                if time.perf_counter() - began > 60 * args.minutes:
+                    break
+                batch = images[order[start : start + args.batch_size]]
+                record = 4 if iteration % args.image_every == 0 else 0
+                codes, frames = model.gibbs(
+                    batch, args.chains, args.sweeps, args.beta_start, args.beta_end, generator, record=record
                 )
-                progress.set_postfix(
-                    sse=f"{sse.min(1).values.mean().item():.2f}", entropy=f"{usage_entropy(usage):.2f}"
-                )
-            if args.reseed_every and iteration % args.reseed_every == 0:
-                residual = batch - model.reconstruct(codes[:, 0]).detach()
-                writer.add_scalar("charts/reseeded", reseed_unused(model, usage, residual, cpu_generator), iteration)
-                usage.zero_()
-            if record:
-                log_image_grid(writer, "cgae/prototypes", prototype_images(model), iteration)
-                add_gif(writer, "cgae/gibbs_sweeps", sweep_frames(batch[:record], frames, args.patch_size), iteration)
-        run.save(model, model.config(), iteration=iteration)
+                sse = model.chain_sse(batch, codes)
+                weights = torch.softmax(-args.weight_beta * sse.detach(), dim=1)
+                loss = (weights * sse).sum(1).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                usage += prototype_usage(codes, model)
+                iteration += 1
+                progress.update()
+                if iteration % args.log_every == 0:
+                    writer.add_scalar("losses/weighted_sse", loss.item(), iteration)
+                    writer.add_scalar("charts/best_chain_sse", sse.min(1).values.mean().item(), iteration)
+                    writer.add_scalar("charts/usage_entropy_bits", usage_entropy(usage), iteration)
+                    writer.add_scalar("charts/unused_prototypes", int((usage == 0).sum()), iteration)
+                    writer.add_scalar(
+                        "charts/empty_components", (codes == model.null_code).float().mean().item(), iteration
+                    )
+                    progress.set_postfix(
+                        sse=f"{sse.min(1).values.mean().item():.2f}", entropy=f"{usage_entropy(usage):.2f}"
+                    )
+                if args.reseed_every and iteration % args.reseed_every == 0:
+                    residual = batch - model.reconstruct(codes[:, 0]).detach()
+                    writer.add_scalar(
+                        "charts/reseeded", reseed_unused(model, usage, residual, cpu_generator), iteration
+                    )
+                    usage.zero_()
+                if record:
+                    log_image_grid(writer, "cgae/prototypes", prototype_images(model), iteration)
+                    add_gif(
+                        writer, "cgae/gibbs_sweeps", sweep_frames(batch[:record], frames, args.patch_size), iteration
+                    )
+            run.save(model, model.config(), iteration=iteration)
     progress.close()
     wall_seconds = time.perf_counter() - began
     held_out = held_out_images(args, device, patch_size=args.patch_size)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from decoders.llgae import LLGAE, center_images, llgae_from_points, seed_figure
 from train.common.config import arg, parse_args
 from train.common.metrics import reconstruction_metrics
-from train.common.run import CommonArgs, held_out_images, load_split, report, start_run
+from train.common.run import CommonArgs, held_out_images, load_split, report, start_run, user_errors
 from train.common.tensorboard import log_image_grid
 
 CHECKPOINT_KIND = "llgae"
@@ -85,33 +85,39 @@ def reconstruct(model: LLGAE, images: torch.Tensor, center: bool, batch_size: in
 
 def train(args: Args) -> tuple[LLGAE, dict]:
     """Fit on ``args.split``, score on ``args.eval_split``; returns the model and the figures."""
-    run = start_run(args, CHECKPOINT_KIND, f"K{args.components}E{args.code_size}")
+    with user_errors():
+        images = load_split(args, args.split)
+        held_out_images(args, "cpu")  # a missing held-out split stops the run before training, not after
+        run = start_run(args, CHECKPOINT_KIND, f"K{args.components}E{args.code_size}")
     device, writer = run.device, run.writer
     generator = torch.Generator().manual_seed(args.seed)
-    points, _ = prepare(load_split(args, args.split), args.center)
+    points, _ = prepare(images, args.center)
     model = initial_model(points, args).to(device)
     points = points.to(device)
     optimizer = torch.optim.RMSprop(model.parameters(), lr=args.lr)
     began, iteration = time.perf_counter(), 0
-    for epoch in (progress := tqdm(range(args.epochs), desc="llgae")):
-        if args.minutes and time.perf_counter() - began > 60 * args.minutes:
-            break
-        order = torch.randperm(len(points), generator=generator).to(device)
-        total = 0.0
-        for start in range(0, len(points), args.batch_size):
-            batch = points[order[start : start + args.batch_size]]
-            reconstruction, best, _ = model(batch)
-            loss = (batch - reconstruction).square().sum(1).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-            iteration += 1
-            if iteration % args.log_every == 0:
-                writer.add_scalar("losses/sse", loss.item(), iteration)
-                writer.add_scalar("charts/components_used", best.unique().numel(), iteration)
-        progress.set_postfix(sse=f"{total / len(points):.2f}")
-        writer.add_scalar("charts/epoch_sse", total / len(points), iteration)
+    epochs = 0
+    with run.interruptible(model, model.config()):
+        for _ in (progress := tqdm(range(args.epochs), desc="llgae")):
+            if args.minutes and time.perf_counter() - began > 60 * args.minutes:
+                break
+            epochs += 1
+            order = torch.randperm(len(points), generator=generator).to(device)
+            total = 0.0
+            for start in range(0, len(points), args.batch_size):
+                batch = points[order[start : start + args.batch_size]]
+                reconstruction, best, _ = model(batch)
+                loss = (batch - reconstruction).square().sum(1).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(batch)
+                iteration += 1
+                if iteration % args.log_every == 0:
+                    writer.add_scalar("losses/sse", loss.item(), iteration)
+                    writer.add_scalar("charts/components_used", best.unique().numel(), iteration)
+            progress.set_postfix(sse=f"{total / len(points):.2f}")
+            writer.add_scalar("charts/epoch_sse", total / len(points), iteration)
     wall_seconds = time.perf_counter() - began
     held_out = held_out_images(args, device)
     reconstructions, seconds = reconstruct(model, held_out, args.center)
@@ -119,7 +125,7 @@ def train(args: Args) -> tuple[LLGAE, dict]:
     metrics = reconstruction_metrics(held_out, reconstructions, bits, seconds)
     metrics.update(
         wall_seconds=wall_seconds,
-        epochs=epoch + 1,
+        epochs=epochs,
         iterations=iteration,
         seed_figure=seed_figure(metrics["sse"], held_out[0].numel()),
     )

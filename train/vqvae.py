@@ -24,7 +24,7 @@ from tqdm import tqdm
 from decoders.autoencoders import KINDS, Autoencoder, codes_for_bits
 from train.common.config import arg, parse_args
 from train.common.metrics import reconstruction_metrics
-from train.common.run import CommonArgs, held_out_images, load_split, report, start_run
+from train.common.run import CommonArgs, held_out_images, load_split, report, start_run, user_errors
 
 
 @dataclass
@@ -63,53 +63,59 @@ def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 500) ->
 
 def train(args: Args) -> tuple[Autoencoder, dict]:
     """Fit on ``args.split``, score on ``args.eval_split``; returns the model and the figures."""
-    codes = codes_for_bits(args.match_bits, args.grid) if args.match_bits else args.codes
-    run = start_run(args, args.model, num_codes=codes)
+    with user_errors():
+        codes = codes_for_bits(args.match_bits, args.grid) if args.match_bits else args.codes
+        images = load_split(args, args.split)
+        held_out_images(args, "cpu")  # a missing held-out split stops the run before training, not after
+        run = start_run(args, args.model, num_codes=codes)
     device, writer = run.device, run.writer
     generator = torch.Generator().manual_seed(args.seed)
     noise = torch.Generator(device=device).manual_seed(args.seed)
-    images = load_split(args, args.split).to(device)
+    images = images.to(device)
     model = Autoencoder(
         args.model, images.shape[1], images.shape[-1], args.grid, args.dim, codes, args.commitment, args.hidden
     ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     began, iteration = time.perf_counter(), 0
-    for epoch in (progress := tqdm(range(args.epochs), desc=args.model)):
-        if time.perf_counter() - began > 60 * args.minutes:
-            break
-        order = torch.randperm(len(images), generator=generator).to(device)
-        usage = torch.zeros(codes, dtype=torch.long, device=device)
-        for start in range(0, len(images), args.batch_size):
-            batch = images[order[start : start + args.batch_size]]
-            if model.kind == "vqvae" and iteration == 0:
-                with torch.no_grad():
-                    features = model.encoder(batch)
-                model.bottleneck.reseed(features.permute(0, 2, 3, 1).reshape(-1, args.dim), None, generator)
-            out = model(batch, noise)
-            sse = (batch - out["reconstruction"]).square().flatten(1).sum(1).mean()
-            penalty = out["penalty"].mean()
-            loss = sse + (args.kl_beta * penalty if model.kind == "vae" else penalty)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            iteration += 1
+    epochs = 0
+    with run.interruptible(model, model.settings):
+        for _ in (progress := tqdm(range(args.epochs), desc=args.model)):
+            if time.perf_counter() - began > 60 * args.minutes:
+                break
+            epochs += 1
+            order = torch.randperm(len(images), generator=generator).to(device)
+            usage = torch.zeros(codes, dtype=torch.long, device=device)
+            for start in range(0, len(images), args.batch_size):
+                batch = images[order[start : start + args.batch_size]]
+                if model.kind == "vqvae" and iteration == 0:
+                    with torch.no_grad():
+                        features = model.encoder(batch)
+                    model.bottleneck.reseed(features.permute(0, 2, 3, 1).reshape(-1, args.dim), None, generator)
+                out = model(batch, noise)
+                sse = (batch - out["reconstruction"]).square().flatten(1).sum(1).mean()
+                penalty = out["penalty"].mean()
+                loss = sse + (args.kl_beta * penalty if model.kind == "vae" else penalty)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                iteration += 1
+                if model.kind == "vqvae":
+                    usage += torch.bincount(out["codes"].reshape(-1), minlength=codes)
+                    last_features = out["features"].detach().permute(0, 2, 3, 1).reshape(-1, args.dim)
+                if iteration % args.log_every == 0:
+                    writer.add_scalar("losses/sse", sse.item(), iteration)
+                    writer.add_scalar("losses/penalty", penalty.item(), iteration)
+                progress.set_postfix(sse=f"{sse.item():.2f}", penalty=f"{penalty.item():.2f}")
             if model.kind == "vqvae":
-                usage += torch.bincount(out["codes"].reshape(-1), minlength=codes)
-                last_features = out["features"].detach().permute(0, 2, 3, 1).reshape(-1, args.dim)
-            if iteration % args.log_every == 0:
-                writer.add_scalar("losses/sse", sse.item(), iteration)
-                writer.add_scalar("losses/penalty", penalty.item(), iteration)
-            progress.set_postfix(sse=f"{sse.item():.2f}", penalty=f"{penalty.item():.2f}")
-        if model.kind == "vqvae":
-            writer.add_scalar("charts/codes_used", int((usage > 0).sum()), iteration)
-            writer.add_scalar(
-                "charts/dead_codes_reseeded", model.bottleneck.reseed(last_features, usage, generator), iteration
-            )
+                writer.add_scalar("charts/codes_used", int((usage > 0).sum()), iteration)
+                writer.add_scalar(
+                    "charts/dead_codes_reseeded", model.bottleneck.reseed(last_features, usage, generator), iteration
+                )
     wall_seconds = time.perf_counter() - began
     held_out = held_out_images(args, device)
     metrics, reconstructions = evaluate(model, held_out)
     metrics.update(
-        wall_seconds=wall_seconds, epochs=epoch + 1, iterations=iteration, num_codes=codes, kl_beta=args.kl_beta
+        wall_seconds=wall_seconds, epochs=epochs, iterations=iteration, num_codes=codes, kl_beta=args.kl_beta
     )
     run.finish(held_out, reconstructions, metrics, iteration, model, model.settings)
     return model, metrics

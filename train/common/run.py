@@ -110,6 +110,17 @@ class Run:
         payload = {"kind": self.kind, "version": 1, "run_name": self.name, **extra, "config": config, "state": state}
         return atomic_save({**payload, "args": dataclasses.asdict(self.args)}, self.checkpoint_path)
 
+    @contextmanager
+    def interruptible(self, model: torch.nn.Module, config: dict):
+        """Ctrl-C inside stops the run: ``model`` is saved (as the checkpoint) and the program exits 130."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            path = self.save(model, config, interrupted=True)
+            self.writer.close()
+            print(f"\ninterrupted: checkpoint saved to {path}", file=sys.stderr)
+            raise SystemExit(INTERRUPTED) from None
+
     def finish(
         self,
         held_out: torch.Tensor,
