@@ -223,10 +223,7 @@ def vimco(batch: SampleBatch, beta: float = 1.0, entropy_coef: float = 0.0, per_
     bound = f.logsumexp(1, keepdim=True) - math.log(samples)
     # L^(-s): f_s replaced (by the mean of the others, or per step only its future part), then a
     # logsumexp over the S-1 others and that replacement.
-    if per_step:
-        replaced = _replaced_log_likelihood(f, batch.rewards, beta)
-    else:
-        replaced = leave_one_out_mean(f).unsqueeze(2)  # (N, S, 1)
+    replaced = _replaced_log_likelihood(f, batch.rewards, beta) if per_step else leave_one_out_mean(f).unsqueeze(2)
     loo_bound = torch.logaddexp(_others(f).logsumexp(2, keepdim=True), replaced) - math.log(samples)
     signal = bound.unsqueeze(2) - loo_bound
     encoder_loss = -(signal * batch.log_probs).sum(-1).sum(1).mean()

@@ -48,7 +48,6 @@ class PolicyConfig:
     feature_size: int = 16
     cnn_channels: int = 8
     score_scale: float = 50.0
-    normalize_scores: bool = False
 
     @property
     def geometry(self) -> CanvasGeometry:
@@ -129,11 +128,6 @@ class PlacementScorer:
         return self.base[rows, :, row, col] + terms[rows, :, row, col].repeat_interleave(self.num_levels, 1)
 
 
-def spread(scores: torch.Tensor) -> torch.Tensor:
-    """``(B,)``: the standard deviation of each row of ``scores`` ``(B, N)``, never below a small floor."""
-    return scores.std(dim=1).clamp_min(1e-3)
-
-
 class PainterPolicy(nn.Module):
     """Recurrent encoder: ``step`` maps (target, canvas, cursor, history) to the next action."""
 
@@ -205,11 +199,8 @@ class PainterPolicy(nn.Module):
         global_features = torch.cat([features.mean(dim=(2, 3)), features.amax(dim=(2, 3))], dim=1)
         hidden = self.gru(torch.cat([global_features, history], dim=1), hidden)
 
-        position_scores = best.squeeze(1)
-        if config.normalize_scores:  # in units of the spread of this step's rewards: as sharp late as early
-            position_scores = position_scores / spread(position_scores.flatten(1)).view(-1, 1, 1)
         position_logits = (
-            self.log_position_scale.exp() * position_scores
+            self.log_position_scale.exp() * best.squeeze(1)
             + self.position_head(features).squeeze(1)
             + (features * self.position_film(hidden)[:, :, None, None]).sum(1)
         )
@@ -223,8 +214,6 @@ class PainterPolicy(nn.Module):
         rows = torch.arange(batch, device=target.device)
         with torch.no_grad():
             patch_scores = scorer.at(terms, row, col)
-            if config.normalize_scores:
-                patch_scores = patch_scores / spread(patch_scores).unsqueeze(1)
         patch_logits = self.log_patch_scale.exp() * patch_scores + self.patch_head(
             torch.cat([hidden, features[rows, :, row, col]], dim=1)
         )

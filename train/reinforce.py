@@ -134,16 +134,16 @@ class Args(CommonArgs):
         50.0, "starting inverse temperature of the matched-filter logits (learned; large: start near greedy search)"
     )
     fit_dictionary: str = arg(
-        "samples",
+        "memory",
         "what the dictionary is fitted to: the estimator's weighted samples, or the best program found so far "
         "for each image (memory; hard EM on refined programs)",
         choices=("samples", "memory"),
     )
     imitation_coef: float = arg(
-        0.0, "weight of the encoder's imitation of the best program found so far for each image (0: none)"
+        1.0, "weight of the encoder's imitation of the best program found so far for each image (0: none)"
     )
     proposals: list = arg(
-        ["samples", "greedy", "policy"],
+        ["greedy", "policy"],
         "programs proposed to the memory: the policy's samples, greedy search's, the policy's most likely",
         type=str,
         choices=("samples", "greedy", "policy"),
@@ -153,10 +153,7 @@ class Args(CommonArgs):
     )
     refine_beta: float = arg(100.0, "inverse temperature of those Gibbs sweeps (large: coordinate ascent)")
     refine_candidates: int = arg(
-        None, "restrict each refined step to the N placements of largest immediate reward (default: all)", type=int
-    )
-    normalize_scores: bool = arg(
-        False, "divide the matched-filter rewards by their spread at each step before scaling them into logits"
+        4, "keep each refined step among the N placements of largest immediate reward (0: any placement)"
     )
     resume: str = arg(None, "continue the run saved in this checkpoint", type=str)
     save_every: int = arg(50, "iterations between checkpoints")
@@ -228,8 +225,8 @@ def uses_memory(args: Args) -> bool:
 def check_args(args: Args) -> None:
     if args.samples < 1 or args.batch_size < 2 or args.batch_size % 2:
         raise ValueError("--samples must be >= 1 and --batch-size an even number >= 2")
-    if args.refine_sweeps < 0 or args.imitation_coef < 0 or args.refine_beta <= 0:
-        raise ValueError("--refine-sweeps and --imitation-coef must be >= 0 and --refine-beta > 0")
+    if min(args.refine_sweeps, args.refine_candidates, args.imitation_coef) < 0 or args.refine_beta <= 0:
+        raise ValueError("--refine-sweeps, --refine-candidates and --imitation-coef must be >= 0, --refine-beta > 0")
     if uses_memory(args) and not args.proposals:
         raise ValueError("the memory needs at least one of --proposals samples greedy policy")
     if args.match_bits is not None and args.match_bits <= 0:
@@ -294,8 +291,7 @@ def new_policy(args: Args, painter: Painter, resumed: dict | None) -> PainterPol
     if resumed is not None:
         return PainterPolicy(PolicyConfig(**resumed["policy_config"]))
     dictionary = painter.dictionary
-    sizes = dict(hidden_size=args.hidden_size, feature_size=args.feature_size, score_scale=args.score_scale,
-                 normalize_scores=args.normalize_scores)  # fmt: skip
+    sizes = dict(hidden_size=args.hidden_size, feature_size=args.feature_size, score_scale=args.score_scale)
     return policy_for(painter.geometry, dictionary.channels, dictionary.num_prototypes, dictionary.num_levels, **sizes)
 
 
@@ -396,7 +392,7 @@ def recall(trainer: Trainer, index, targets, out, generator) -> Remembered:
             candidates.append(likely.actions.unsqueeze(1))
     best, _ = trainer.memory.best(index, targets, torch.cat(candidates, 1), dictionary, geometry)
     refined = refine_programs(targets, best, dictionary, geometry, args.refine_sweeps, args.refine_beta,
-                              args.refine_beta, generator, args.refine_candidates)  # fmt: skip
+                              args.refine_beta, generator, args.refine_candidates or None)  # fmt: skip
     log_probs = torch.zeros(len(index), 1, device=targets.device)
     if args.imitation_coef > 0:
         taught = rollout(trainer.policy, targets, dictionary, geometry, steps, actions=refined)
