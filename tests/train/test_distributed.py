@@ -95,7 +95,7 @@ def _rank(rank, port, argv, stderr_dir):
     # while it holds the lock (as the surviving rank is when the other fails) would leave the parent
     # waiting for it forever in its next progress bar. Each rank gets a lock of its own.
     tqdm.set_lock(threading.RLock())
-    sys.stderr = open(stderr_dir / f"rank{rank}.err", "w", buffering=1)
+    sys.stderr = open(stderr_dir / f"rank{rank}.err", "w", buffering=1)  # noqa: SIM115  (the rank ends with it)
     original, calls = reinforce.sample_batch, {"count": 0}
 
     def failing(*args, **kwargs):
