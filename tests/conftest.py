@@ -14,6 +14,15 @@ SMALL_SHAPES = dict(dataset="shapes", image_size=12, patch_size=5, max_shapes=2,
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread: much faster than two on a busy 2-core machine; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def mnist_root() -> Path:
     if (
         not (MNIST_ROOT / "t10k-images-idx3-ubyte.gz").is_file()

@@ -22,13 +22,7 @@ SMALL = dict(image_size=10, patch_size=3, max_steps=3, max_shapes=2, move_radius
 SMALL_POLICY = painter_policy_kwargs(cnn_features=32, channels=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: much faster than two on a busy 2-core machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("size, patch, channels", [(8, 4, 1), (12, 3, 1), (28, 7, 1), (9, 3, 3)])

@@ -4,7 +4,6 @@ shapes, and MaskablePPO never takes a masked action."""
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 import painter_env  # noqa: F401  (registers Painter-v0)
@@ -32,12 +31,7 @@ SETTINGS = {  # 2048 steps of 64 envs that learn on TINY
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("algo", ALGORITHMS)

@@ -8,26 +8,10 @@ import math
 import pytest
 
 from benchmarks import estimator_variance
+from tests import tiny
 from train import reinforce
 
-TINY = [
-    "--image-size",
-    "12",
-    "--patch-size",
-    "4",
-    "--steps",
-    "2",
-    "--batch-size",
-    "4",
-    "--samples",
-    "2",
-    "--eval-images",
-    "8",
-    "--split",
-    "test",
-    "--eval-split",
-    "test",
-]
+TINY = [*tiny.REINFORCE, *["--batch-size", "4", "--split", "test", "--eval-split", "test"]]
 
 
 def test_rows_for_every_estimator_at_one_checkpoint(tmp_path, capsys):

@@ -9,34 +9,18 @@ import torch
 from benchmarks import sb3_throughput
 
 
-def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
+def _throughput(*flags: str) -> dict:
+    """The benchmark on 4 envs of 12 x 12 images, one rollout, one repeat; torch's threads restored."""
     threads = torch.get_num_threads()
     try:
-        results = sb3_throughput.main(
-            [
-                "--n-envs",
-                "4",
-                "--backends",
-                "batched",
-                "dummy",
-                "--rollouts",
-                "1",
-                "--repeats",
-                "1",
-                "--image-size",
-                "12",
-                "--hyperparams",
-                "n_steps=2",
-                "batch_size=8",
-                "--policies",
-                "config",
-                "mlp",
-                "--json",
-                str(tmp_path / "sb3.json"),
-            ]
-        )
+        return sb3_throughput.main(["--n-envs", "4", "--rollouts", "1", "--repeats", "1", "--image-size", "12", *flags])
     finally:
         torch.set_num_threads(threads)
+
+
+def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
+    policies = ["--policies", "config", "mlp", "--json", str(tmp_path / "sb3.json")]
+    results = _throughput("--backends", "batched", "dummy", "--hyperparams", "n_steps=2", "batch_size=8", *policies)
     written = json.loads((tmp_path / "sb3.json").read_text())
     assert written == json.loads(json.dumps(results))
     batched, dummy, mlp_batched, mlp_dummy = written["throughput"]
@@ -54,32 +38,8 @@ def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
 
 
 def test_each_backend_is_compared_at_its_fastest_thread_count(tmp_path):
-    threads = torch.get_num_threads()
-    try:
-        results = sb3_throughput.main(
-            [
-                "--n-envs",
-                "4",
-                "--backends",
-                "batched",
-                "dummy",
-                "--rollouts",
-                "1",
-                "--repeats",
-                "1",
-                "--image-size",
-                "12",
-                "--hyperparams",
-                "n_steps=2",
-                "--policies",
-                "mlp",
-                "--threads",
-                "1",
-                "2",
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    threads = ["--threads", "1", "2"]
+    results = _throughput("--backends", "batched", "dummy", "--hyperparams", "n_steps=2", "--policies", "mlp", *threads)
     rows = {(row["backend"], row["threads"]): row for row in results["throughput"]}
     assert sorted(rows) == [("batched", 1), ("batched", 2), ("dummy", 1), ("dummy", 2)]
     rate = {setting: row["collect_steps_per_second"] for setting, row in rows.items()}
@@ -91,30 +51,7 @@ def test_each_backend_is_compared_at_its_fastest_thread_count(tmp_path):
 
 
 def test_null_backend_gives_the_ceiling_of_the_speed_up():
-    threads = torch.get_num_threads()
-    try:
-        results = sb3_throughput.main(
-            [
-                "--n-envs",
-                "4",
-                "--backends",
-                "batched",
-                "dummy",
-                "null",
-                "--rollouts",
-                "1",
-                "--repeats",
-                "1",
-                "--image-size",
-                "12",
-                "--hyperparams",
-                "n_steps=8",
-                "--policies",
-                "mlp",
-            ]
-        )
-    finally:
-        torch.set_num_threads(threads)
+    results = _throughput("--backends", "batched", "dummy", "null", "--hyperparams", "n_steps=8", "--policies", "mlp")
     batched, dummy, null = results["throughput"]
     assert null["backend"] == "null" and batched["compared_with"] == "dummy, 1 thread"  # null is no competitor
     assert batched["collect_speedup_ceiling"] == null["collect_steps_per_second"] / dummy["collect_steps_per_second"]

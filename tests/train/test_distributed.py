@@ -18,54 +18,18 @@ import torch.multiprocessing as mp
 from tqdm import tqdm
 
 import train.reinforce as reinforce
+from tests import tiny
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "--image-size",
-    "12",
-    "--patch-size",
-    "4",
-    "--steps",
-    "2",
-    "--samples",
-    "2",
-    "--eval-images",
-    "8",
-    "--log-every",
-    "2",
-    "--image-every",
-    "2",
-    "--save-every",
-    "2",
-    "--hidden-size",
-    "16",
-    "--estimator",
-    "reinforce",
-    "--baseline",
-    "moving-average",
-    "--imitation-coef",
-    "1",
-    "--fit-dictionary",
-    "memory",
-]
+TINY = [*tiny.REINFORCE, *tiny.LOG_EVERY_2, "--estimator", "reinforce", "--baseline", "moving-average"]
+TINY += ["--imitation-coef", "1", "--fit-dictionary", "memory"]
 # A 1-channel convolution's bias adds the same constant to every position's logit: the softmax over
 # positions ignores it, its exact gradient is 0, and Adam turns rounding noise there into lr-sized steps.
 IGNORED = {"position_head.bias"}
 
 
 def _argv(tmp_path, name, *extra):
-    return [
-        *TINY,
-        "--logdir",
-        str(tmp_path / "runs"),
-        "--checkpoint-dir",
-        str(tmp_path / "ck"),
-        "--run-name",
-        name,
-        "--metrics-json",
-        str(tmp_path / f"{name}.json"),
-        *extra,
-    ]
+    return [*TINY, *tiny.run_flags(tmp_path, name), *extra]
 
 
 def _torchrun(*target, timeout=240):

@@ -11,45 +11,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import painter_env  # noqa: F401
 import train.reinforce as reinforce
+from tests import tiny
 from train.common.tensorboard import claim_run_name
 
-TINY = [
-    "--image-size",
-    "12",
-    "--patch-size",
-    "4",
-    "--steps",
-    "2",
-    "--batch-size",
-    "4",
-    "--samples",
-    "2",
-    "--eval-images",
-    "8",
-    "--log-every",
-    "2",
-    "--image-every",
-    "2",
-    "--save-every",
-    "2",
-    "--hidden-size",
-    "16",
-]
+TINY = [*tiny.REINFORCE, "--batch-size", "4", *tiny.LOG_EVERY_2]
 
 
 def _run(tmp_path, name, *extra):
-    argv = TINY + [
-        "--logdir",
-        str(tmp_path / "runs"),
-        "--checkpoint-dir",
-        str(tmp_path / "ck"),
-        "--run-name",
-        name,
-        "--metrics-json",
-        str(tmp_path / f"{name}.json"),
-        *extra,
-    ]
-    return reinforce.main(argv)
+    return reinforce.main([*TINY, *tiny.run_flags(tmp_path, name), *extra])
 
 
 def _checkpoint(tmp_path, name):
@@ -78,15 +47,7 @@ def test_checkpoint_loads_with_weights_only_and_builds_an_env(uninterrupted):
 def test_metrics_json_has_the_standard_figures(uninterrupted):
     tmp_path, metrics = uninterrupted
     written = json.loads((tmp_path / "full.json").read_text())
-    for key in (
-        "sse",
-        "psnr",
-        "bits_per_image",
-        "images_per_second",
-        "num_images",
-        "wall_seconds",
-        "optimal_return_fraction",
-    ):
+    for key in (*tiny.METRICS_KEYS, "optimal_return_fraction"):
         assert key in written
     assert written["num_images"] == 8 and written["sse"] == pytest.approx(metrics["sse"])
 

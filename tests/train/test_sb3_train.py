@@ -12,6 +12,7 @@ from agents.sb3.algorithms import load_sb3_model, saved_algorithm
 from agents.sb3.callbacks import FinalSSECallback
 from agents.sb3.encoder import sb3_env_config
 from painter_env.config import PainterConfig, build_painter
+from tests import tiny
 from train import sb3
 
 TINY_FLAGS = [
@@ -65,15 +66,7 @@ def test_ppo_trains_logs_a_painting_animation_saves_and_scores(tmp_path):
         "batch_size=64",
         "n_epochs=2",
     )
-    for key in (
-        "sse",
-        "psnr",
-        "bits_per_image",
-        "images_per_second",
-        "num_images",
-        "wall_seconds",
-        "optimal_return_fraction",
-    ):
+    for key in (*tiny.METRICS_KEYS, "optimal_return_fraction"):
         assert key in metrics
     assert metrics["num_images"] == 64 and metrics["sse"] > 0 and metrics["optimal_return_fraction"] <= 1.0
     run_dir = next((tmp_path / "runs").iterdir())
