@@ -74,7 +74,7 @@ def reference_rows(items: list[str]) -> list[dict]:
         name, sep, path = item.partition("=")
         if not sep:
             raise SystemExit(f"error: --reference takes NAME=METRICS.json, got {item!r}")
-        rows.append({"encoder": name, **json.loads(Path(path).read_text())})
+        rows.append({**json.loads(Path(path).read_text()), "encoder": name})  # NAME, not the file's encoder
     return rows
 
 

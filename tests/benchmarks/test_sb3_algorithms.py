@@ -14,7 +14,8 @@ def test_runs_every_algorithm_and_dataset_and_lists_the_references(tmp_path, mon
         return {"algo": algo, "dataset": dataset, "sse": 1.5, "total_timesteps": 10}
 
     monkeypatch.setattr(sb3_algorithms.sb3, "main", fake_main)
-    (tmp_path / "greedy.json").write_text(json.dumps({"dataset": "shapes", "optimal_return_fraction": 0.99}))
+    greedy = {"encoder": "greedy", "dataset": "shapes", "optimal_return_fraction": 0.99}
+    (tmp_path / "greedy.json").write_text(json.dumps(greedy))
     rows = sb3_algorithms.main(
         [
             "--algos",
@@ -26,13 +27,13 @@ def test_runs_every_algorithm_and_dataset_and_lists_the_references(tmp_path, mon
             "--budget-seconds",
             "60",
             "--reference",
-            f"greedy={tmp_path / 'greedy.json'}",
+            f"greedy-search={tmp_path / 'greedy.json'}",
             "--json",
             str(tmp_path / "rows.json"),
         ]
     )
     assert [(row["encoder"], row["dataset"]) for row in rows] == [
-        ("greedy", "shapes"),
+        ("greedy-search", "shapes"),
         ("SB3 ppo", "shapes"),
         ("SB3 trpo", "shapes"),
         ("SB3 ppo", "mnist"),
