@@ -35,4 +35,5 @@ def test_ci_runs_the_readme_test_command():
     lines = (ROOT / ".ci" / "run").read_text().splitlines()
     command = lines[lines.index("# The README's test command, exactly:") + 1]
     assert command == 'pip install -e ".[dev]" && python -m pytest'
+    assert {"ruff check .", "ruff format --check ."} <= set(lines), "CI must run the linters"
     assert f"\n{command}\n" in README.read_text()
