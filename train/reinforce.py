@@ -36,14 +36,14 @@ from tqdm import tqdm
 
 from agents.encoders import CHECKPOINT_KIND, policy_encoder
 from agents.estimators import BASELINES, ESTIMATORS, SampleBatch, Surrogate, memoised, returns_to_go
-from agents.gibbs import refine_programs
+from agents.gibbs import program_sse, refine_programs
 from agents.greedy import greedy_programs
 from agents.memory import ProgramMemory
 from agents.policy import PainterPolicy, PolicyConfig, policy_for
 from agents.rollout import rollout
 from decoders.cgae import usage_entropy
 from decoders.dictionary import PatchDictionary
-from decoders.kernel import decode, patch_ids
+from decoders.kernel import patch_ids
 from decoders.storage import atomic_save, load_checkpoint
 from painter_env.config import Painter, PainterConfig, build_painter
 from train.common.checkpoint import generator_states, restore_generator_states
@@ -361,10 +361,8 @@ def sample_batch(policy, dictionary, targets, geometry, steps, args, generator):
 def painted_sse(targets, programs, dictionary, geometry, fitted: bool) -> torch.Tensor:
     """SSE ``(B,)`` of the programs' paintings, differentiable in the dictionary when it is ``fitted`` to them."""
     values, support = dictionary.patches()
-    if not fitted:
-        values = values.detach()
-    canvas = decode(programs, values, support, dictionary.num_levels, geometry)
-    return (targets - canvas).square().flatten(1).sum(1)
+    return program_sse(targets, programs, values if fitted else values.detach(), support, dictionary.num_levels,
+                       geometry)  # fmt: skip
 
 
 @dataclass
@@ -379,7 +377,7 @@ class Remembered:
 
 
 def recall(trainer: Trainer, index, targets, out, generator) -> Remembered:
-    """Amortise, then refine: the best of the remembered program and the policy's samples, improved by
+    """Amortise, then refine: the best of the remembered program and the ``--proposals``, improved by
     ``--refine-sweeps`` Gibbs sweeps; scored by the policy (teacher forcing) and painted."""
     args, painter, dictionary = trainer.args, trainer.painter, trainer.dictionary
     geometry, steps = painter.geometry, painter.max_steps
