@@ -134,13 +134,13 @@ class Args(CommonArgs):
         50.0, "starting inverse temperature of the matched-filter logits (learned; large: start near greedy search)"
     )
     fit_dictionary: str = arg(
-        "memory",
+        "samples",
         "what the dictionary is fitted to: the estimator's weighted samples, or the best program found so far "
         "for each image (memory; hard EM on refined programs)",
         choices=("samples", "memory"),
     )
     imitation_coef: float = arg(
-        1.0, "weight of the encoder's imitation of the best program found so far for each image (0: none)"
+        0.0, "weight of the encoder's imitation of the best program found so far for each image (0: none)"
     )
     proposals: list = arg(
         ["greedy", "policy"],
