@@ -3,19 +3,24 @@
 Each step it looks at the residual x - c and the canvas through two cheap lenses, both laid out
 on the grid of cursor positions (``rows x cols``):
 
-- *matched filters*: the reward of painting every dictionary patch at every position, computed
-  by the kernel's ``placement_rewards`` (one conv2d, no gradient). This couples the encoder to
-  the decoder, as seed 000 suggests ("let the encoder use the decoder to compute the residual"),
-  and makes the greedy choice easy to represent, so learning starts from a sensible policy;
+- *matched filters*: the reward of painting every dictionary patch at every position (the
+  kernel's ``placement_rewards`` identity, no gradient; :class:`PlacementScorer` keeps it up to
+  date step by step). The encoder uses the decoder to compute the residual, as the CGAE design
+  note suggests, and the greedy choice is easy to represent, so learning starts from a sensible
+  policy;
 - a small CNN over the residual and the canvas, average-pooled over each patch window, which
   lets the policy see beyond the immediate reward (what a stroke will occlude, what is left).
 
 A GRU carries the history (previous patch, cursor, step) into the decision. The action is
-sampled autoregressively, as the seed describes: the row move ``di``, then the column move
-``dj`` given ``di``, then the prototype ``k`` and code ``b`` of the patch at the new position
-(``k`` first, then ``b`` given ``k``). Every factor is a ``torch.distributions.Categorical``.
-Moves that the canvas edge would clamp onto an already-reachable position get probability
-zero, so each position has exactly one action.
+sampled autoregressively, as the design note describes the local RNN encoder: the row move
+``di``, then the column move ``dj`` given ``di``, then the prototype ``k`` and code ``b`` of the
+patch at the new position (``k`` first, then ``b`` given ``k``). Every factor is a
+``torch.distributions.Categorical``. Moves that the canvas edge would clamp onto an
+already-reachable position get probability zero, so each position has exactly one action.
+
+References:
+    the CGAE design note (卷积生成式自编码器 CGAE, draft: the encoder that calls the decoder, the
+    local RNN moves).
 """
 
 from __future__ import annotations
@@ -100,32 +105,49 @@ class PlacementScorer:
     By the kernel's identity (see ``placement_rewards``) the reward of patch p with support m at a
     window is ``<m, c^2 - 2 x c> + [2 <x, p> - <1, p^2>]`` over the window (x target, c canvas).
     The bracket does not depend on the canvas: it is ``placement_rewards`` on a blank canvas,
-    computed once per episode. The first term needs one conv2d per step with the K distinct
-    supports (the L code levels of a prototype share its support).
+    computed once per episode. The first term, ``terms``, is zero on the blank canvas; after a step
+    :meth:`painted` recomputes it only at the ``(2R-1)^2`` positions whose windows overlap the painted
+    one, a small conv2d with the K distinct supports (the L code levels of a prototype share its
+    support) instead of one over the whole canvas, which makes an encoding step cheaper.
     """
 
     def __init__(self, targets: torch.Tensor, values: torch.Tensor, support: torch.Tensor, num_levels: int):
         batch, channels = targets.shape[:2]
         size = int(round(support.shape[-1] ** 0.5))
-        self.targets, self.num_levels = targets, num_levels
+        self.targets, self.num_levels, self.size = targets, num_levels, size
         self.base = placement_rewards(targets, torch.zeros_like(targets), values, support, size)
         rows, cols = self.base.shape[-2:]
         self.base_best = self.base.view(batch, -1, num_levels, rows, cols).amax(2)
-        masks = support[::num_levels].to(targets.dtype).view(-1, 1, size, size)
-        self.masks = masks.expand(-1, channels, -1, -1).contiguous()
+        self.masks = support[::num_levels].to(targets.dtype).view(-1, 1, size, size)
+        # terms on a grid padded by R - 1 on each side, so that every update writes a whole
+        # (2R-1) x (2R-1) block; ``terms`` is the view of the real positions
+        margin = size - 1
+        self._padded = targets.new_zeros(batch, self.masks.shape[0], rows + 2 * margin, cols + 2 * margin)
+        self.terms = self._padded[:, :, margin : margin + rows, margin : margin + cols]
 
-    def canvas_terms(self, canvas: torch.Tensor) -> torch.Tensor:
-        """``(B, K, rows, cols)``: the canvas-dependent part of each prototype's reward."""
-        return F.conv2d(canvas * (canvas - 2 * self.targets), self.masks)
+    def painted(self, canvas: torch.Tensor, cursor: torch.Tensor) -> None:
+        """Bring ``terms`` up to date with ``canvas`` ``(B, C, H, W)`` after one step painted the window
+        whose top-left corner is ``cursor`` ``(B, 2)``."""
+        margin, device = self.size - 1, canvas.device
+        energy = F.pad((canvas * (canvas - 2 * self.targets)).sum(1), (margin, margin, margin, margin))
+        batch = torch.arange(canvas.shape[0], device=device)[:, None, None]
+        # pixels row..row+3R-3 of the padded energy feed the positions row-R+1..row+R-1
+        span = torch.arange(3 * self.size - 2, device=device)
+        rows, cols = cursor[:, 0, None] + span, cursor[:, 1, None] + span
+        block = F.conv2d(energy[batch, rows[:, :, None], cols[:, None, :]].unsqueeze(1), self.masks)
+        reach = span[: 2 * self.size - 1]
+        rows, cols = cursor[:, 0, None] + reach, cursor[:, 1, None] + reach
+        prototypes = torch.arange(self.masks.shape[0], device=device)[None, :, None, None]
+        self._padded[batch[..., None], prototypes, rows[:, None, :, None], cols[:, None, None, :]] = block
 
-    def best(self, terms: torch.Tensor) -> torch.Tensor:
+    def best(self) -> torch.Tensor:
         """``(B, rows, cols)``: the reward of the best patch at each position."""
-        return (self.base_best + terms).amax(1)
+        return (self.base_best + self.terms).amax(1)
 
-    def at(self, terms: torch.Tensor, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+    def at(self, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
         """``(B, K*L)``: the reward of every patch at one position per batch element."""
         rows = torch.arange(row.shape[0], device=row.device)
-        return self.base[rows, :, row, col] + terms[rows, :, row, col].repeat_interleave(self.num_levels, 1)
+        return self.base[rows, :, row, col] + self.terms[rows, :, row, col].repeat_interleave(self.num_levels, 1)
 
 
 class PainterPolicy(nn.Module):
@@ -174,16 +196,16 @@ class PainterPolicy(nn.Module):
         """Choose (or, given ``action``, score) the next action for images ``(B, C, H, W)``.
 
         ``scorer`` (a :class:`PlacementScorer` of the targets and the dictionary, made once per
-        episode) supplies the matched-filter rewards, without gradient: the encoder treats the
-        decoder as part of its input. ``mode`` is ``"sample"`` or ``"greedy"``.
+        episode and told of every step with ``painted``) supplies the matched-filter rewards of
+        ``canvas``, without gradient: the encoder treats the decoder as part of its input. ``mode``
+        is ``"sample"`` or ``"greedy"``.
         """
         if mode not in ("sample", "greedy"):
             raise ValueError(f"mode must be 'sample' or 'greedy', got {mode!r}")
         config, geometry = self.config, self.config.geometry
         batch = target.shape[0]
         with torch.no_grad():
-            terms = scorer.canvas_terms(canvas)
-            best = scorer.best(terms).unsqueeze(1)
+            best = scorer.best().unsqueeze(1)
         residual = F.relu(self.residual_cnn(torch.cat([target - canvas, canvas], dim=1)))
         features = self.position_features(torch.cat([best / config.patch_size**2, residual], dim=1))
 
@@ -213,7 +235,7 @@ class PainterPolicy(nn.Module):
 
         rows = torch.arange(batch, device=target.device)
         with torch.no_grad():
-            patch_scores = scorer.at(terms, row, col)
+            patch_scores = scorer.at(row, col)
         patch_logits = self.log_patch_scale.exp() * patch_scores + self.patch_head(
             torch.cat([hidden, features[rows, :, row, col]], dim=1)
         )

@@ -89,6 +89,8 @@ def rollout(
             generator=generator,
         )
         cursor, reward = act_(canvas, target_flat, cursor, out.action, values, support, dictionary.num_levels, geometry)
+        with torch.no_grad():
+            scorer.painted(canvas.view_as(targets), cursor)
         previous = patch_ids(out.action, dictionary.num_levels)
         hidden = out.hidden
         for store, value in zip(record, (out.action, out.log_prob, out.entropy, out.value, reward)):
@@ -131,6 +133,8 @@ def env_rollout(
             generator=generator,
         )
         observation, reward, _, _, _ = env.step(out.action)
+        with torch.no_grad():
+            scorer.painted(observation["canvas"].view(shape), observation["cursor"])
         previous, hidden = patch_ids(out.action, painter.dictionary.num_levels), out.hidden
         for store, value in zip(record, (out.action, out.log_prob, out.entropy, out.value, reward)):
             store.append(value)

@@ -10,7 +10,7 @@ import painter_env  # noqa: F401  (registers Painter-v0)
 from agents.policy import PlacementScorer, policy_for
 from agents.rollout import env_rollout, rollout
 from decoders.dictionary import PatchDictionary
-from decoders.kernel import CanvasGeometry, cursor_path, decode, placement_rewards
+from decoders.kernel import CanvasGeometry, act_, cursor_path, decode, placement_rewards
 
 GEOMETRY = CanvasGeometry(8, 8, 3, 2)
 
@@ -32,16 +32,26 @@ def _targets(count=6, seed=1):
     return torch.rand(count, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
 
 
-def test_scorer_matches_placement_rewards():
+def test_scorer_kept_up_to_date_step_by_step_matches_placement_rewards():
+    """After each painted step (windows at the edges too) the scorer agrees with a full recomputation."""
     dictionary, targets = _dictionary(), _targets()
-    canvas = torch.rand_like(targets) * (torch.rand_like(targets) > 0.5)
-    values, support = dictionary.patches()
-    scorer = PlacementScorer(targets, values.detach(), support, dictionary.num_levels)
-    terms = scorer.canvas_terms(canvas)
-    expected = placement_rewards(targets, canvas, values.detach(), support, 3)
-    assert torch.allclose(scorer.best(terms), expected.amax(1), atol=1e-5)
+    values, support = (tensor.detach() for tensor in dictionary.patches())
+    scorer = PlacementScorer(targets, values, support, dictionary.num_levels)
+    generator = torch.Generator().manual_seed(2)
+    canvas, cursor = torch.zeros(6, 1, 64), torch.tensor(GEOMETRY.start).repeat(6, 1)
     row, col = torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([5, 4, 3, 2, 1, 0])
-    assert torch.allclose(scorer.at(terms, row, col), expected[torch.arange(6), :, row, col], atol=1e-5)
+    corners = set()
+    for _ in range(12):
+        high = torch.tensor([GEOMETRY.num_moves, GEOMETRY.num_moves, dictionary.num_prototypes, dictionary.num_levels])
+        actions = (torch.rand(6, 4, generator=generator) * high).long()
+        cursor, _ = act_(canvas, targets.flatten(2), cursor, actions, values, support, dictionary.num_levels, GEOMETRY)
+        scorer.painted(canvas.view_as(targets), cursor)
+        corners.update(map(tuple, cursor.tolist()))
+        expected = placement_rewards(targets, canvas.view_as(targets), values, support, 3)
+        assert torch.allclose(scorer.best(), expected.amax(1), atol=1e-5)
+        assert torch.allclose(scorer.at(row, col), expected[torch.arange(6), :, row, col], atol=1e-5)
+    last = GEOMETRY.rows - 1
+    assert {0, last} <= {i for i, _ in corners} and {0, last} <= {j for _, j in corners}  # the edges were painted
 
 
 def test_rollout_rewards_and_canvas_agree_with_decode():
