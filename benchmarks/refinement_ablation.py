@@ -4,7 +4,7 @@
     python -m benchmarks.refinement_ablation --data-root DIR --quick       # a smoke run
 
 Trains ``train.reinforce`` four times for ``--minutes`` each (its defaults otherwise): with neither
-ingredient, with the dictionary fitted to the refined programs of the memory
+ingredient (the defaults), with the dictionary fitted to the refined programs of the memory
 (``--fit-dictionary memory``), with the encoder taught by them (``--imitation-coef``), and with
 both. Each checkpoint is scored on ``--eval-split`` by the policy's most likely program, by greedy
 search and by the policy + Gibbs refinement, all with the dictionary that run learned. Prints a
