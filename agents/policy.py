@@ -33,7 +33,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 from agents.greedy import reachable
-from decoders.kernel import CanvasGeometry, move_cursor, placement_rewards
+from decoders.kernel import CanvasGeometry, move_cursor, placement_rewards, row_blocks, window_rows
 
 NEGATIVE = -1e9
 
@@ -105,49 +105,67 @@ class PlacementScorer:
     By the kernel's identity (see ``placement_rewards``) the reward of patch p with support m at a
     window is ``<m, c^2 - 2 x c> + [2 <x, p> - <1, p^2>]`` over the window (x target, c canvas).
     The bracket does not depend on the canvas: it is ``placement_rewards`` on a blank canvas,
-    computed once per episode. The first term, ``terms``, is zero on the blank canvas; after a step
-    :meth:`painted` recomputes it only at the ``(2R-1)^2`` positions whose windows overlap the painted
-    one, a small conv2d with the K distinct supports (the L code levels of a prototype share its
-    support) instead of one over the whole canvas, which makes an encoding step cheaper.
+    computed once per episode. The first term, ``terms``, is zero on the blank canvas. A step
+    changes it only at the ``(2R-1)^2`` positions whose windows overlap the painted one, so
+    :meth:`painted` recomputes that block (a small conv2d with the K distinct supports: the L code
+    levels of a prototype share theirs) and the best reward there, and copies both in with the
+    kernel's window copies: an encoding step costs less than with full-canvas maps.
     """
 
     def __init__(self, targets: torch.Tensor, values: torch.Tensor, support: torch.Tensor, num_levels: int):
-        batch, channels = targets.shape[:2]
+        batch, channels, height, width = targets.shape
         size = int(round(support.shape[-1] ** 0.5))
-        self.targets, self.num_levels, self.size = targets, num_levels, size
+        self.targets, self.num_levels = targets, num_levels
         self.base = placement_rewards(targets, torch.zeros_like(targets), values, support, size)
         rows, cols = self.base.shape[-2:]
-        self.base_best = self.base.view(batch, -1, num_levels, rows, cols).amax(2)
         self.masks = support[::num_levels].to(targets.dtype).view(-1, 1, size, size)
-        # terms on a grid padded by R - 1 on each side, so that every update writes a whole
-        # (2R-1) x (2R-1) block; ``terms`` is the view of the real positions
-        margin = size - 1
-        self._padded = targets.new_zeros(batch, self.masks.shape[0], rows + 2 * margin, cols + 2 * margin)
-        self.terms = self._padded[:, :, margin : margin + rows, margin : margin + cols]
+        # The maps live on grids padded by R - 1 on each side, so that every update is a whole block:
+        # energy pixels cursor..cursor+3R-3 feed the positions cursor-R+1..cursor+R-1.
+        self._margin = margin = size - 1
+        self._energy_grid = CanvasGeometry(height + 2 * margin, width + 2 * margin, 3 * size - 2, 0)
+        self._grid = CanvasGeometry(rows + 2 * margin, cols + 2 * margin, 2 * size - 1, 0)
+        base_best = F.pad(self.base.view(batch, -1, num_levels, rows, cols).amax(2), (margin,) * 4)
+        self._base_best = base_best.flatten(2)
+        self._best = base_best.amax(1, keepdim=True).flatten(2)
+        self._terms = torch.zeros_like(self._base_best)
+        self.terms = self._real_positions(self._terms)
+
+    def _real_positions(self, grid: torch.Tensor) -> torch.Tensor:
+        """The view ``(B, n, rows, cols)`` of a padded flat map ``(B, n, padded rows * padded cols)``."""
+        margin, padded = self._margin, self._grid
+        square = grid.view(grid.shape[0], grid.shape[1], padded.height, padded.width)
+        return square[:, :, margin : padded.height - margin, margin : padded.width - margin]
 
     def painted(self, canvas: torch.Tensor, cursor: torch.Tensor) -> None:
-        """Bring ``terms`` up to date with ``canvas`` ``(B, C, H, W)`` after one step painted the window
+        """Bring the maps up to date with ``canvas`` ``(B, C, H, W)`` after one step painted the window
         whose top-left corner is ``cursor`` ``(B, 2)``."""
-        margin, device = self.size - 1, canvas.device
-        energy = F.pad((canvas * (canvas - 2 * self.targets)).sum(1), (margin, margin, margin, margin))
-        batch = torch.arange(canvas.shape[0], device=device)[:, None, None]
-        # pixels row..row+3R-3 of the padded energy feed the positions row-R+1..row+R-1
-        span = torch.arange(3 * self.size - 2, device=device)
-        rows, cols = cursor[:, 0, None] + span, cursor[:, 1, None] + span
-        block = F.conv2d(energy[batch, rows[:, :, None], cols[:, None, :]].unsqueeze(1), self.masks)
-        reach = span[: 2 * self.size - 1]
-        rows, cols = cursor[:, 0, None] + reach, cursor[:, 1, None] + reach
-        prototypes = torch.arange(self.masks.shape[0], device=device)[None, :, None, None]
-        self._padded[batch[..., None], prototypes, rows[:, None, :, None], cols[:, None, None, :]] = block
+        batch, margin, reach = canvas.shape[0], self._margin, self._grid.patch_size
+        energy = (canvas * (canvas - 2 * self.targets)).sum(1, keepdim=True)
+        energy = F.pad(energy, (margin,) * 4).flatten(2)
+        region = _window(energy, cursor, self._energy_grid).view(batch, 1, *(2 * [self._energy_grid.patch_size]))
+        block = F.conv2d(region, self.masks)
+        rows = window_rows(self._terms, cursor[:, 0] * self._grid.width + cursor[:, 1], self._grid)
+        row_blocks(self._terms, reach).index_copy_(0, rows, block.reshape(-1, reach))
+        best = (row_blocks(self._base_best, reach).index_select(0, rows).view_as(block) + block).amax(1)
+        _window(self._best, cursor, self._grid, best.reshape(-1, reach))
 
     def best(self) -> torch.Tensor:
-        """``(B, rows, cols)``: the reward of the best patch at each position."""
-        return (self.base_best + self.terms).amax(1)
+        """``(B, rows, cols)``: the reward of the best patch at each position (a copy: the next
+        :meth:`painted` changes the map in place, and autograd may have saved this)."""
+        return self._real_positions(self._best).squeeze(1).clone()
 
     def at(self, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
         """``(B, K*L)``: the reward of every patch at one position per batch element."""
         rows = torch.arange(row.shape[0], device=row.device)
         return self.base[rows, :, row, col] + self.terms[rows, :, row, col].repeat_interleave(self.num_levels, 1)
+
+
+def _window(images: torch.Tensor, cursor: torch.Tensor, grid: CanvasGeometry, new: torch.Tensor | None = None):
+    """The kernel's window copy on a flat map ``(B, n, H*W)`` of ``grid``'s size: read the window at
+    each ``cursor`` ``(B, 2)`` as rows ``(B*n*R, R)``, or write ``new`` there."""
+    blocks = row_blocks(images, grid.patch_size)
+    rows = window_rows(images, cursor[:, 0] * grid.width + cursor[:, 1], grid)
+    return blocks.index_select(0, rows) if new is None else blocks.index_copy_(0, rows, new)
 
 
 class PainterPolicy(nn.Module):
