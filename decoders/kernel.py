@@ -106,8 +106,12 @@ def window_index(table: torch.Tensor, position: torch.Tensor, channels: int) -> 
 
 
 def composite(old: torch.Tensor, values: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """Last write wins: the new values inside the support (nonzero), the old ones outside (0)."""
-    return torch.where(support.bool(), values, old)
+    """Last write wins: the new values inside the support (1), the old ones outside (0).
+
+    ``lerp`` with a 0/1 weight returns either end exactly; on the CPU it makes a batched env step
+    over 10% faster than ``torch.where`` on a boolean mask (docs/performance.md).
+    """
+    return torch.lerp(old, values, support.to(old.dtype))
 
 
 def act_(
@@ -195,15 +199,16 @@ def ownership(
     """For each pixel, which step painted it last and where in that step's window it lies.
 
     Returns ``owner`` ``(B, H*W)`` (step index, -1 where nothing was painted) and ``offset``
-    ``(B, H*W)`` (0..R*R-1). Computed by painting step numbers with the same compositing rule.
+    ``(B, H*W)`` (0..R*R-1). Computed by painting step numbers with the same compositing rule (in
+    float32, exact for these small integers).
     """
     batch, steps = actions.shape[:2]
     device = actions.device
     table = table_on(geometry, device)
     pixels = geometry.height * geometry.width
-    owner = torch.full((batch, 1, pixels), -1, dtype=torch.long, device=device)
-    offset = torch.zeros((batch, 1, pixels), dtype=torch.long, device=device)
-    within = torch.arange(geometry.patch_size**2, device=device).expand(batch, 1, -1)
+    owner = torch.full((batch, 1, pixels), -1.0, device=device)
+    offset = torch.zeros((batch, 1, pixels), device=device)
+    within = torch.arange(geometry.patch_size**2, dtype=torch.float32, device=device).expand(batch, 1, -1)
     positions = position_index(cursor_path(actions, geometry), geometry)
     ids = patch_ids(actions, num_levels)
     for t in range(steps):
@@ -212,7 +217,7 @@ def ownership(
         step = torch.full_like(within, t)
         owner.scatter_(2, index, composite(owner.gather(2, index), step, support))
         offset.scatter_(2, index, composite(offset.gather(2, index), within, support))
-    return owner.squeeze(1), offset.squeeze(1)
+    return owner.squeeze(1).long(), offset.squeeze(1).long()
 
 
 def decode(
