@@ -1,6 +1,7 @@
 """Environment throughput, all measured in one process: ``python -m benchmarks.env_throughput``.
 
-Rows: the single ``Painter-v0`` env and ``CartPole-v1`` (the yardstick) in steps/s; Gymnasium's
+Rows: the single ``Painter-v0`` env and ``CartPole-v1`` (the yardstick) in steps/s, and a CartPole
+step in calls of ``torch.add`` on tiny tensors (what bounds a batch-of-one kernel step); Gymnasium's
 ``SyncVectorEnv`` over N single painter envs vs the native batched env at N = 1024 and 4096
 (env-steps/s, torch tensors out); the native env's step time at image size 28 vs 112 (same N
 and R), for painting steps alone and averaged over whole episodes with their autoresets. Each figure
@@ -81,16 +82,30 @@ def interleaved_seconds(runs: list, repeats: int) -> list[list[float]]:
     return times
 
 
+def torch_op_run(calls: int):
+    """A call that makes ``calls`` calls of ``torch.add`` on two tiny tensors: torch's dispatch cost,
+    which bounds a batch-of-one step of the kernel."""
+    left, right = torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long)
+
+    def run():
+        for _ in range(calls):
+            torch.add(left, right)
+
+    return run
+
+
 def single_env_rates(steps: int, repeats: int) -> dict:
-    """Single ``Painter-v0`` and ``CartPole-v1`` steps/s (medians) and the cost of a painter step in
-    CartPole steps (the median of the ratios within a round)."""
-    painter, cartpole = interleaved_seconds(
-        [single_env_run("Painter-v0", steps), single_env_run("CartPole-v1", steps)], repeats
+    """Single ``Painter-v0`` and ``CartPole-v1`` steps/s (medians), the cost of a painter step in
+    CartPole steps and of a CartPole step in tiny torch ops (medians of the ratios within a round)."""
+    painter, cartpole, torch_op = interleaved_seconds(
+        [single_env_run("Painter-v0", steps), single_env_run("CartPole-v1", steps), torch_op_run(steps)], repeats
     )
     return {
         "painter_steps_per_second": steps / statistics.median(painter),
         "cartpole_steps_per_second": steps / statistics.median(cartpole),
         "step_cost_vs_cartpole": statistics.median(p / c for p, c in zip(painter, cartpole)),
+        "torch_op_seconds": statistics.median(torch_op) / steps,
+        "cartpole_step_in_torch_ops": statistics.median(c / t for c, t in zip(cartpole, torch_op)),
     }
 
 
@@ -141,6 +156,13 @@ def main(argv: list[str] | None = None) -> dict:
             )
         )
         rows.append(("single CartPole-v1", f"{single['cartpole_steps_per_second']:,.0f} steps/s", "yardstick"))
+        rows.append(
+            (
+                "one torch.add of tiny tensors",
+                f"{single['torch_op_seconds'] * 1e6:.2f} us",
+                f"a CartPole step costs {single['cartpole_step_in_torch_ops']:.1f} of them",
+            )
+        )
         for size in args.sizes:
             sync = vector_rate(sync_env(size), args.sync_steps, args.repeats, as_tensor=False)
             progress.update()

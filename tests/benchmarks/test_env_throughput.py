@@ -16,6 +16,8 @@ def test_env_throughput_quick_mode_writes_every_figure(tmp_path, capsys):
     assert set(written["image_size"]) == {"num_envs", "painting_step", "step_incl_autoreset"}
     table = capsys.readouterr().out
     assert "| native batched N=16 |" in table and "SyncVectorEnv N=16" in table
+    assert written["single"]["torch_op_seconds"] > 0 and written["single"]["cartpole_step_in_torch_ops"] > 0
+    assert "| one torch.add of tiny tensors |" in table
 
 
 def test_env_throughput_rejects_a_third_image_size():
