@@ -94,7 +94,7 @@ def build_encoder(
     checkpoint: str | Path | dict | None,
     painter: Painter,
     device: torch.device | str,
-    gibbs_sweeps: int = 4,
+    gibbs_sweeps: int = 8,
     policy_samples: int = 1,
 ) -> Encoder:
     """The encoder ``name`` for ``painter`` (its dictionary, geometry and number of steps);
