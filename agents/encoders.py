@@ -29,6 +29,7 @@ ENCODERS = ("policy", "greedy", "gibbs", "greedy-gibbs")
 CHECKPOINT_KIND = "painter-reinforce"
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
+GIBBS_SWEEPS = 8  # default sweeps of the refining encoders (gibbs, greedy-gibbs)
 
 
 def load_policy(checkpoint: dict, device: torch.device | str) -> PainterPolicy:
@@ -94,7 +95,7 @@ def build_encoder(
     checkpoint: str | Path | dict | None,
     painter: Painter,
     device: torch.device | str,
-    gibbs_sweeps: int = 8,
+    gibbs_sweeps: int = GIBBS_SWEEPS,
     policy_samples: int = 1,
 ) -> Encoder:
     """The encoder ``name`` for ``painter`` (its dictionary, geometry and number of steps);

@@ -113,7 +113,7 @@ class PlacementScorer:
     """
 
     def __init__(self, targets: torch.Tensor, values: torch.Tensor, support: torch.Tensor, num_levels: int):
-        batch, channels, height, width = targets.shape
+        batch, _, height, width = targets.shape
         size = int(round(support.shape[-1] ** 0.5))
         self.targets, self.num_levels = targets, num_levels
         self.base = placement_rewards(targets, torch.zeros_like(targets), values, support, size)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from agents.encoders import GIBBS_SWEEPS
 from benchmarks.jobs import Job, run_jobs
 from decoders.dictionary import kmeans_plus_plus
 from painter_env.datasets import load_images
@@ -56,7 +57,7 @@ class Args:
                        choices=("painter", "vqvae"))  # fmt: skip
     minutes: float = arg(30.0, "training minutes of every trained model (painter, VQ-VAE, baselines)")
     jobs: int = arg(2, "commands run at once, one thread each (1: in this process, one after another)")
-    gibbs_sweeps: int = arg(8, "sweeps of Gibbs refinement of the greedy and policy programs")
+    gibbs_sweeps: int = arg(GIBBS_SWEEPS, "sweeps of Gibbs refinement of the greedy and policy programs")
     baselines: bool = arg(False, "also train LLGAE, CGAE and VAEs (--minutes each)")
     kl_betas: list = arg([1.0, 0.1, 0.02], "KL weights of the VAE rows (with --baselines)", type=float)
     quick: bool = arg(False, "smoke run: fit on test[:300], 16 held-out images, rates 70 and 140, a second of training")

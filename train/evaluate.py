@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from agents.encoders import CHECKPOINT_KIND, ENCODERS, Encoder, build_encoder
+from agents.encoders import CHECKPOINT_KIND, ENCODERS, GIBBS_SWEEPS, Encoder, build_encoder
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import decode
 from decoders.storage import load_checkpoint
@@ -46,7 +46,7 @@ class Args:
     num_images: int = arg(None, "score only the first N images of the split", type=int)
     batch_size: int = arg(256, "images encoded at once")
     policy_samples: int = arg(1, "policy: keep the best of its most likely program and N-1 sampled ones per image")
-    gibbs_sweeps: int = arg(8, "sweeps of Gibbs refinement (--encoder gibbs)")
+    gibbs_sweeps: int = arg(GIBBS_SWEEPS, "sweeps of Gibbs refinement (--encoder gibbs)")
     device: str = arg("cpu", "cpu or cuda")
     threads: int = arg(1, "CPU threads for torch (1 is fastest on a busy machine: more threads spin-wait)")
     gif: str = arg(None, "write an animated GIF of painting rollouts to this path", type=str)
