@@ -58,6 +58,12 @@ class CanvasGeometry:
         return (self.rows - 1) // 2, (self.cols - 1) // 2
 
     @property
+    def centre_radius(self) -> int:
+        """The smallest move radius M that reaches every cursor position from :attr:`start` in one move."""
+        row, col = self.start
+        return max(row, self.rows - 1 - row, col, self.cols - 1 - col)
+
+    @property
     def window_table(self) -> torch.Tensor:
         """``(rows*cols, R*R)`` flat pixel indices of the window at each cursor position."""
         offsets = torch.arange(self.patch_size)

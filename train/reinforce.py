@@ -91,7 +91,9 @@ class Args(CommonArgs):
     image_size: int = arg(None, "resize images to this size (shapes: generate at it; default 28)", type=int)
     steps: int = arg(None, "program length T (default: 8 on shapes, 16 otherwise)", type=int)
     match_bits: float = arg(
-        None, "choose T so that the program's bits, T log2((2M+1)^2 K L), are closest to these", type=float
+        None,
+        "choose T so that the program's bits, T log2((2M+1)^2 K L), are closest to this (M: see --move-radius)",
+        type=float,
     )
     patch_size: int = arg(
         None,
@@ -100,7 +102,11 @@ class Args(CommonArgs):
     )
     num_prototypes: int = arg(None, "K (default: 12 ground-truth shapes, else 32 k-means++)", type=int)
     num_levels: int = arg(3, "L, code levels per prototype")
-    move_radius: int = arg(None, "largest cursor move M (default: the whole canvas)", type=int)
+    move_radius: int = arg(
+        None,
+        "largest cursor move M (default: the whole canvas; with --match-bits, every position from the centre)",
+        type=int,
+    )
     support_threshold: float = arg(
         0.1, "k-means++ dictionaries: a prototype paints only where it is brighter than this (0: its whole square)"
     )
@@ -252,7 +258,8 @@ def set_up(argv) -> Trainer:
     device = apply_threads_and_seed(dataclasses.replace(args, device=device_name))
     dictionary = PatchDictionary.from_payload(resumed["dictionary"]) if resumed else None
     if args.match_bits is not None and args.steps is None:
-        args = dataclasses.replace(args, steps=steps_for_bits(args, dictionary))
+        steps, move_radius = action_space_for_bits(args, dictionary)
+        args = dataclasses.replace(args, steps=steps, move_radius=move_radius)
     painter = build_painter(env_config(args, args.split, dictionary))
     painter.dictionary.to(device)
     held_out = build_painter(env_config(args, args.eval_split, painter.dictionary))
@@ -274,17 +281,24 @@ def set_up(argv) -> Trainer:
     return trainer
 
 
-def steps_for_bits(args: Args, dictionary: PatchDictionary | None) -> int:
-    """The program length T whose bits per image, T log2((2M+1)^2 K L), are closest to ``--match-bits``
-    (at least one step). The default patch size depends on T and the bits per step on the patch
-    size, so T is found as a fixed point, starting from the dataset's default length."""
+def action_space_for_bits(args: Args, dictionary: PatchDictionary | None) -> tuple[int, int]:
+    """The program length T and move radius M whose bits per image, T log2((2M+1)^2 K L), are closest
+    to ``--match-bits`` (at least one step).
+
+    M is ``--move-radius`` if given, else the smallest radius that reaches every position from the
+    centre, where episodes start: the whole-canvas radius codes about four times as many moves as
+    there are positions, so it spends about 2 bits per step on moves that clamp. The default patch
+    size depends on T and the bits per step on the patch size, so T is found as a fixed point,
+    starting from the dataset's default length."""
     steps, seen = None, set()
     while steps not in seen:
         seen.add(steps)
         painter = build_painter(env_config(dataclasses.replace(args, steps=steps), args.split, dictionary))
-        per_step = math.log2(painter.geometry.num_moves**2 * painter.dictionary.num_patches)
+        geometry = painter.geometry
+        move_radius = geometry.centre_radius if args.move_radius is None else args.move_radius
+        per_step = math.log2((2 * move_radius + 1) ** 2 * painter.dictionary.num_patches)
         steps = max(1, round(args.match_bits / per_step))
-    return steps
+    return steps, move_radius
 
 
 def new_policy(args: Args, painter: Painter, resumed: dict | None) -> PainterPolicy:
