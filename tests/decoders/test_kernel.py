@@ -185,6 +185,20 @@ def test_cursor_moves_clamp_at_the_border_and_index_the_tables():
     assert patch_ids(torch.tensor([[0, 0, 2, 1], [5, 5, 0, 2]]), 3).tolist() == [7, 2]
 
 
+@pytest.mark.parametrize(("height", "width", "patch"), [(28, 28, 5), (28, 28, 7), (10, 13, 3), (6, 6, 6)])
+def test_centre_radius_is_the_smallest_that_reaches_every_position_from_the_start(height, width, patch):
+    def reached(radius):
+        geometry = CanvasGeometry(height, width, patch, radius)
+        moves = torch.cartesian_prod(torch.arange(geometry.num_moves), torch.arange(geometry.num_moves))
+        start = torch.tensor(geometry.start).expand(len(moves), 2)
+        return len(set(map(tuple, move_cursor(start, moves, geometry).tolist())))
+
+    radius = CanvasGeometry(height, width, patch, 0).centre_radius
+    positions = (height - patch + 1) * (width - patch + 1)
+    assert reached(radius) == positions
+    assert radius == 0 or reached(radius - 1) < positions
+
+
 def test_geometry_rejects_impossible_settings():
     with pytest.raises(ValueError, match="larger than the canvas"):
         CanvasGeometry(5, 5, 6, 1)

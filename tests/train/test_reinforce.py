@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 
 import gymnasium
 import pytest
@@ -11,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import painter_env  # noqa: F401
 import train.reinforce as reinforce
+from painter_env.config import build_painter
 from tests import tiny
 from train.common.tensorboard import claim_run_name
 
@@ -125,6 +128,18 @@ def test_other_estimators_train_and_freeze_keeps_the_dictionary(tmp_path, estima
     payload = _checkpoint(tmp_path, estimator)
     start = gymnasium.make("Painter-v0", image_size=12, patch_size=4).unwrapped.painter.dictionary
     assert torch.equal(payload["dictionary"]["state"]["mean"], start.mean.detach())
+
+
+@pytest.mark.parametrize("move_radius", [None, 1])
+@pytest.mark.parametrize("bits", [20.0, 60.0])
+def test_match_bits_picks_the_closest_length_and_the_centre_radius(bits, move_radius):
+    args = reinforce.Args(image_size=16, match_bits=bits, move_radius=move_radius)
+    steps, radius = reinforce.action_space_for_bits(args, None)
+    chosen = dataclasses.replace(args, steps=steps, move_radius=radius)
+    painter = build_painter(reinforce.env_config(chosen, chosen.split))
+    assert radius == (painter.geometry.centre_radius if move_radius is None else move_radius)
+    per_step = math.log2(painter.geometry.num_moves**2 * painter.dictionary.num_patches)
+    assert abs(steps * per_step - bits) <= per_step / 2 or steps == 1
 
 
 @pytest.mark.parametrize(
