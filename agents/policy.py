@@ -34,7 +34,6 @@ from torch.distributions import Categorical
 
 from agents.greedy import reachable
 from decoders.kernel import CanvasGeometry, move_cursor, placement_rewards, row_blocks, window_rows
-from decoders.sampling import FLOOR_NATS
 
 NEGATIVE = -1e9
 
@@ -87,14 +86,6 @@ def _pick(logits: torch.Tensor, given: torch.Tensor | None, generator: torch.Gen
     return given, dist.log_prob(given), dist.entropy()
 
 
-def _logsumexp(logits: torch.Tensor, dim: int) -> torch.Tensor:
-    """``logits.logsumexp(dim)`` with every term floored at ``FLOOR_NATS`` below the maximum, the
-    same in float32 (such a term weighs under 2e-38): CPU ``exp`` is about 100x slower on inputs
-    that underflow, which masked and very unlikely positions are."""
-    top = logits.amax(dim, keepdim=True)
-    return (logits - top).clamp_min_(-FLOOR_NATS).exp_().sum(dim).log_() + top.squeeze(dim)
-
-
 def _pick_pair(logits: torch.Tensor, given: tuple | None, mode: str, generator: torch.Generator | None):
     """Choose a pair (first, second) from joint logits ``(B, n1, n2)``, autoregressively: the first
     from its marginal, the second given the first. ``mode="greedy"`` takes the joint argmax (the
@@ -103,7 +94,7 @@ def _pick_pair(logits: torch.Tensor, given: tuple | None, mode: str, generator: 
         best = logits.flatten(1).argmax(1)
         given = (best // logits.shape[2], best % logits.shape[2])
     rows = torch.arange(logits.shape[0], device=logits.device)
-    first, first_log_prob, first_entropy = _pick(_logsumexp(logits, 2), None if given is None else given[0], generator)
+    first, first_log_prob, first_entropy = _pick(logits.logsumexp(2), None if given is None else given[0], generator)
     second, second_log_prob, second_entropy = _pick(logits[rows, first], None if given is None else given[1], generator)
     return first, second, first_log_prob + second_log_prob, first_entropy + second_entropy
 
