@@ -290,15 +290,14 @@ def action_space_for_bits(args: Args, dictionary: PatchDictionary | None) -> tup
     there are positions, so it spends about 2 bits per step on moves that clamp. The default patch
     size depends on T and the bits per step on the patch size, so T is found as a fixed point,
     starting from the dataset's default length."""
-    steps, seen = None, set()
-    while steps not in seen:
-        seen.add(steps)
+    steps, radius_for = None, {}
+    while steps not in radius_for:
         painter = build_painter(env_config(dataclasses.replace(args, steps=steps), args.split, dictionary))
-        geometry = painter.geometry
-        move_radius = geometry.centre_radius if args.move_radius is None else args.move_radius
+        move_radius = painter.geometry.centre_radius if args.move_radius is None else args.move_radius
+        radius_for[steps] = move_radius
         per_step = math.log2((2 * move_radius + 1) ** 2 * painter.dictionary.num_patches)
         steps = max(1, round(args.match_bits / per_step))
-    return steps, move_radius
+    return steps, radius_for[steps]
 
 
 def new_policy(args: Args, painter: Painter, resumed: dict | None) -> PainterPolicy:
