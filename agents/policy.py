@@ -11,6 +11,12 @@ on the grid of cursor positions (``rows x cols``):
 - a small CNN over the residual and the canvas, average-pooled over each patch window, which
   lets the policy see beyond the immediate reward (what a stroke will occlude, what is left).
 
+With ``passes`` > 1 the encoder plans: a first pass writes a draft, and each further pass
+rewrites the previous pass's program step by step, scoring every stroke only on the pixels that
+the draft's later strokes leave visible (:class:`PlanScorer`). That is the conditional a Gibbs
+move uses, with the draft standing in for the rest of the program: the encoder sees what its next
+strokes will occlude. Each pass is one forward pass per step; there is no search.
+
 A GRU carries the history (previous patch, cursor, step) into the decision. The action is
 sampled autoregressively, as the design note describes the local RNN encoder: the row move
 ``di``, then the column move ``dj`` given ``di``, then the prototype ``k`` and code ``b`` of the
@@ -33,7 +39,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 from agents.greedy import reachable
-from decoders.kernel import CanvasGeometry, move_cursor, placement_rewards, row_blocks, window_rows
+from decoders.kernel import CanvasGeometry, move_cursor, ownership, placement_rewards, row_blocks, window_rows
 
 NEGATIVE = -1e9
 
@@ -53,6 +59,11 @@ class PolicyConfig:
     feature_size: int = 16
     cnn_channels: int = 8
     score_scale: float = 50.0
+    passes: int = 1
+
+    def __post_init__(self):
+        if self.passes < 1:
+            raise ValueError(f"passes must be >= 1, got {self.passes}")
 
     @property
     def geometry(self) -> CanvasGeometry:
@@ -160,6 +171,57 @@ class PlacementScorer:
         return self.base[rows, :, row, col] + self.terms[rows, :, row, col].repeat_interleave(self.num_levels, 1)
 
 
+class PlanScorer:
+    """The reward of painting every patch at every position, counting only the pixels that a plan's
+    later strokes leave visible.
+
+    ``owner`` ``(B, H*W)`` says which step of the plan (the previous pass's program) paints each
+    pixel last (the kernel's ``ownership``, -1 for none). At step t the pixels the plan paints after
+    t will be covered, so they do not count: the kernel's ``placement_rewards`` with ``visible =
+    owner <= t``, the reward Gibbs refinement gives a step with the plan as the other steps. The
+    visible pixels change every step, so the rewards are recomputed in full (one conv2d), when
+    first asked for. Same interface as :class:`PlacementScorer`.
+    """
+
+    def __init__(self, targets: torch.Tensor, values: torch.Tensor, support: torch.Tensor, owner: torch.Tensor):
+        self.targets, self.values, self.support = targets, values, support
+        self.owner = owner.view(targets.shape[0], 1, *targets.shape[-2:])
+        self.size = int(round(support.shape[-1] ** 0.5))
+        self.step, self.canvas, self._rewards = 0, torch.zeros_like(targets), None
+
+    def painted(self, canvas: torch.Tensor, cursor: torch.Tensor) -> None:
+        """Move on to the next step, whose canvas is ``canvas`` ``(B, C, H, W)``."""
+        self.step, self.canvas, self._rewards = self.step + 1, canvas, None
+
+    def rewards(self) -> torch.Tensor:
+        """``(B, K*L, rows, cols)``: the reward of every placement at the current step."""
+        if self._rewards is None:
+            visible = (self.owner <= self.step).to(self.targets.dtype)
+            self._rewards = placement_rewards(self.targets, self.canvas, self.values, self.support, self.size, visible)
+        return self._rewards
+
+    def best(self) -> torch.Tensor:
+        return self.rewards().amax(1)
+
+    def at(self, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        return self.rewards()[torch.arange(row.shape[0], device=row.device), :, row, col]
+
+
+def make_scorer(
+    targets: torch.Tensor,
+    values: torch.Tensor,
+    support: torch.Tensor,
+    num_levels: int,
+    geometry: CanvasGeometry,
+    plan: torch.Tensor | None = None,
+) -> PlacementScorer | PlanScorer:
+    """The scorer of an encoding pass: of the whole canvas, or with a plan ``(B, T, 4)`` to rewrite."""
+    if plan is None:
+        return PlacementScorer(targets, values, support, num_levels)
+    owner, _ = ownership(plan, support, num_levels, geometry)
+    return PlanScorer(targets, values, support, owner)
+
+
 def _window(images: torch.Tensor, cursor: torch.Tensor, grid: CanvasGeometry, new: torch.Tensor | None = None):
     """The kernel's window copy on a flat map ``(B, n, H*W)`` of ``grid``'s size: read the window at
     each ``cursor`` ``(B, 2)`` as rows ``(B*n*R, R)``, or write ``new`` there."""
@@ -206,17 +268,16 @@ class PainterPolicy(nn.Module):
         hidden: torch.Tensor,
         previous_patch: torch.Tensor,
         step_fraction: float,
-        scorer: PlacementScorer,
+        scorer: PlacementScorer | PlanScorer,
         action: torch.Tensor | None = None,
         mode: str = "sample",
         generator: torch.Generator | None = None,
     ) -> StepOutput:
         """Choose (or, given ``action``, score) the next action for images ``(B, C, H, W)``.
 
-        ``scorer`` (a :class:`PlacementScorer` of the targets and the dictionary, made once per
-        episode and told of every step with ``painted``) supplies the matched-filter rewards of
-        ``canvas``, without gradient: the encoder treats the decoder as part of its input. ``mode``
-        is ``"sample"`` or ``"greedy"``.
+        ``scorer`` (made once per episode by :func:`make_scorer` and told of every step with
+        ``painted``) supplies the matched-filter rewards of ``canvas``, without gradient: the encoder
+        treats the decoder as part of its input. ``mode`` is ``"sample"`` or ``"greedy"``.
         """
         if mode not in ("sample", "greedy"):
             raise ValueError(f"mode must be 'sample' or 'greedy', got {mode!r}")

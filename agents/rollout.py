@@ -3,6 +3,10 @@
 Both paths act with the kernel's ``act_``, so they agree action for action (tested). The
 kernel path is what training uses: no env bookkeeping, and it can score given programs
 (teacher forcing), which the exact-gradient tests and ``train.evaluate`` need.
+
+A policy with ``passes`` > 1 first writes its draft (:func:`draft`, the earlier passes, each the
+most likely program given the one before); the rollout is the last pass, which rewrites it. The
+draft is a deterministic function of the image, so q_e(z|x) is the last pass's distribution.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.policy import PainterPolicy, PlacementScorer
+from agents.policy import PainterPolicy, make_scorer
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import CanvasGeometry, act_, patch_ids
 
@@ -44,6 +48,18 @@ def _stack(actions, log_probs, entropy, values, rewards, canvas) -> Rollout:
     )
 
 
+def draft(
+    policy: PainterPolicy, targets: torch.Tensor, dictionary: PatchDictionary, geometry: CanvasGeometry, steps: int
+) -> torch.Tensor | None:
+    """The program ``(B, T, 4)`` the policy's last pass rewrites (None with one pass): its earlier
+    passes in turn, each the most likely program given the previous one."""
+    plan = None
+    with torch.no_grad():
+        for _ in range(policy.config.passes - 1):
+            plan = _one_pass(policy, targets, dictionary, geometry, steps, None, "greedy", None, plan).actions
+    return plan
+
+
 def rollout(
     policy: PainterPolicy,
     targets: torch.Tensor,
@@ -53,10 +69,12 @@ def rollout(
     actions: torch.Tensor | None = None,
     mode: str = "sample",
     generator: torch.Generator | None = None,
+    plan: torch.Tensor | None = None,
 ) -> Rollout:
     """Run the policy on targets ``(B, C, H, W)`` for ``steps`` steps, painting with the kernel.
 
     With ``actions`` ``(B, T, 4)`` the policy scores those programs instead of choosing its own.
+    A policy with several passes rewrites ``plan``, by default its :func:`draft` of the targets.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -64,6 +82,13 @@ def rollout(
         actions.dim() != 3 or actions.shape[0] != targets.shape[0] or actions.shape[1] != steps
     ):
         raise ValueError(f"actions must have shape ({targets.shape[0]}, {steps}, 4), got {tuple(actions.shape)}")
+    if plan is None:
+        plan = draft(policy, targets, dictionary, geometry, steps)
+    return _one_pass(policy, targets, dictionary, geometry, steps, actions, mode, generator, plan)
+
+
+def _one_pass(policy, targets, dictionary, geometry, steps, actions, mode, generator, plan) -> Rollout:
+    """One pass of the policy over the steps, rewriting ``plan`` if given."""
     batch, channels = targets.shape[:2]
     device = targets.device
     with torch.no_grad():
@@ -73,7 +98,7 @@ def rollout(
     cursor = torch.tensor(geometry.start, device=device).repeat(batch, 1)
     hidden, previous = policy.initial_state(batch, device)
     with torch.no_grad():
-        scorer = PlacementScorer(targets, values, support, dictionary.num_levels)
+        scorer = make_scorer(targets, values, support, dictionary.num_levels, geometry, plan)
     record = ([], [], [], [], [])
     for t in range(steps):
         out = policy.step(
@@ -116,9 +141,10 @@ def env_rollout(
     observation, _ = env.reset(options=None if indices is None else {"indices": indices})
     targets = observation["target"].view(shape).clone()
     hidden, previous = policy.initial_state(env.num_envs, env.device)
+    plan = draft(policy, targets, painter.dictionary, painter.geometry, painter.max_steps)
     with torch.no_grad():
         values, support = (tensor.to(env.device) for tensor in painter.dictionary.patches())
-        scorer = PlacementScorer(targets, values, support, painter.dictionary.num_levels)
+        scorer = make_scorer(targets, values, support, painter.dictionary.num_levels, painter.geometry, plan)
     record = ([], [], [], [], [])
     for t in range(painter.max_steps):
         out = policy.step(

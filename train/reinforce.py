@@ -40,7 +40,7 @@ from agents.gibbs import program_sse, refine_programs
 from agents.greedy import greedy_programs
 from agents.memory import ProgramMemory
 from agents.policy import PainterPolicy, PolicyConfig, policy_for
-from agents.rollout import rollout
+from agents.rollout import draft, rollout
 from decoders.cgae import usage_entropy
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import patch_ids
@@ -138,6 +138,11 @@ class Args(CommonArgs):
     feature_size: int = arg(16, "per-position feature channels")
     score_scale: float = arg(
         50.0, "starting inverse temperature of the matched-filter logits (learned; large: start near greedy search)"
+    )
+    passes: int = arg(
+        2,
+        "encoder passes: each pass after the first rewrites the previous pass's program, scoring strokes only on "
+        "the pixels its later strokes leave visible (1: a single pass)",
     )
     fit_dictionary: str = arg(
         "samples",
@@ -304,7 +309,9 @@ def new_policy(args: Args, painter: Painter, resumed: dict | None) -> PainterPol
     if resumed is not None:
         return PainterPolicy(PolicyConfig(**resumed["policy_config"]))
     dictionary = painter.dictionary
-    sizes = dict(hidden_size=args.hidden_size, feature_size=args.feature_size, score_scale=args.score_scale)
+    sizes = dict(
+        hidden_size=args.hidden_size, feature_size=args.feature_size, score_scale=args.score_scale, passes=args.passes
+    )
     return policy_for(painter.geometry, dictionary.channels, dictionary.num_prototypes, dictionary.num_levels, **sizes)
 
 
@@ -352,7 +359,9 @@ def sample_batch(policy, dictionary, targets, geometry, steps, args, generator):
     """Roll out S programs per image and assemble the estimator's input."""
     count = targets.shape[0]
     repeated = targets.repeat_interleave(args.samples, 0)
-    out = rollout(policy, repeated, dictionary, geometry, steps, generator=generator)
+    plan = draft(policy, targets, dictionary, geometry, steps)  # a function of the image: drafted once per image
+    plan = None if plan is None else plan.repeat_interleave(args.samples, 0)
+    out = rollout(policy, repeated, dictionary, geometry, steps, generator=generator, plan=plan)
     reference = None
     if args.estimator == "reinforce" and args.baseline == "self-critical":
         with torch.no_grad():  # the most likely program: what the encoder will output at test time
