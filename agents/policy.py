@@ -13,7 +13,7 @@ on the grid of cursor positions (``rows x cols``):
 
 With ``passes`` > 1 the encoder plans: a first pass writes a draft, and each further pass
 rewrites the previous pass's program step by step, scoring every stroke only on the pixels that
-the draft's later strokes leave visible (:class:`PlanScorer`). That is the conditional a Gibbs
+the draft's later strokes leave visible (:class:`PlacementScorer` with a plan). That is the conditional a Gibbs
 move uses, with the draft standing in for the rest of the program: the encoder sees what its next
 strokes will occlude. Each pass is one forward pass per step; there is no search.
 
@@ -39,7 +39,15 @@ from torch import nn
 from torch.distributions import Categorical
 
 from agents.greedy import reachable
-from decoders.kernel import CanvasGeometry, move_cursor, ownership, placement_rewards, row_blocks, window_rows
+from decoders.kernel import (
+    CanvasGeometry,
+    cursor_path,
+    move_cursor,
+    ownership,
+    placement_rewards,
+    row_blocks,
+    window_rows,
+)
 
 NEGATIVE = -1e9
 
@@ -121,25 +129,45 @@ class PlacementScorer:
     :meth:`painted` recomputes that block (a small conv2d with the K distinct supports: the L code
     levels of a prototype share theirs) and the best reward there, and copies both in with the
     kernel's window copies: an encoding step costs less than with full-canvas maps.
+
+    With a plan (the previous pass's program, see :func:`make_scorer`) a pixel counts only if the
+    plan's later strokes leave it visible: at step t, ``v = owner <= t``, where ``owner`` says which
+    plan step paints each pixel last (the kernel's ``ownership``, -1 for none). That is the reward
+    a Gibbs move gives step t with the plan as the other steps. Both terms then carry ``v``: the
+    bracket becomes ``2 <v x, p> - <v, p^2>``. Step t + 1 reveals pixels of the plan's window t + 1
+    only, so :meth:`painted` also recomputes the block of positions around that window.
     """
 
-    def __init__(self, targets: torch.Tensor, values: torch.Tensor, support: torch.Tensor, num_levels: int):
-        batch, _, height, width = targets.shape
+    def __init__(
+        self,
+        targets: torch.Tensor,
+        values: torch.Tensor,
+        support: torch.Tensor,
+        num_levels: int,
+        owner: torch.Tensor | None = None,
+        plan_path: torch.Tensor | None = None,
+    ):
+        batch, channels, height, width = targets.shape
         size = int(round(support.shape[-1] ** 0.5))
         self.targets, self.num_levels = targets, num_levels
-        self.base = placement_rewards(targets, torch.zeros_like(targets), values, support, size)
-        rows, cols = self.base.shape[-2:]
+        self.owner = None if owner is None else owner.view(batch, 1, height, width)
+        self.plan_path, self.step = plan_path, 0
+        self.visible = None if owner is None else (self.owner <= 0).to(targets.dtype)
+        base = placement_rewards(targets, torch.zeros_like(targets), values, support, size, self.visible)
+        rows, cols = base.shape[-2:]
         self.masks = support[::num_levels].to(targets.dtype).view(-1, 1, size, size)
+        patch = values.reshape(-1, channels, size, size)
+        self.bracket_filters = torch.cat([2 * patch, -patch.square().sum(1, keepdim=True)], dim=1)
         # The maps live on grids padded by R - 1 on each side, so that every update is a whole block:
         # energy pixels cursor..cursor+3R-3 feed the positions cursor-R+1..cursor+R-1.
         self._margin = margin = size - 1
         self._energy_grid = CanvasGeometry(height + 2 * margin, width + 2 * margin, 3 * size - 2, 0)
         self._grid = CanvasGeometry(rows + 2 * margin, cols + 2 * margin, 2 * size - 1, 0)
-        base_best = F.pad(self.base.view(batch, -1, num_levels, rows, cols).amax(2), (margin,) * 4)
-        self._base_best = base_best.flatten(2)
-        self._best = base_best.amax(1, keepdim=True).flatten(2)
+        self._base = F.pad(base, (margin,) * 4).flatten(2)
+        self._base_best = self._base.view(batch, -1, num_levels, self._base.shape[-1]).amax(2)
+        self._best = self._base_best.amax(1, keepdim=True)
         self._terms = torch.zeros_like(self._base_best)
-        self.terms = self._real_positions(self._terms)
+        self.base, self.terms = self._real_positions(self._base), self._real_positions(self._terms)
 
     def _real_positions(self, grid: torch.Tensor) -> torch.Tensor:
         """The view ``(B, n, rows, cols)`` of a padded flat map ``(B, n, padded rows * padded cols)``."""
@@ -147,18 +175,40 @@ class PlacementScorer:
         square = grid.view(grid.shape[0], grid.shape[1], padded.height, padded.width)
         return square[:, :, margin : padded.height - margin, margin : padded.width - margin]
 
+    def _block(self, images: torch.Tensor, corner: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+        """``(B, n, 2R-1, 2R-1)``: ``filters`` over the pixels that the windows of the positions
+        around the window at ``corner`` ``(B, 2)`` cover, in ``images`` ``(B, C, H, W)``."""
+        size = self._energy_grid.patch_size
+        padded = F.pad(images, (self._margin,) * 4).flatten(2)
+        region = _window(padded, corner, self._energy_grid).view(images.shape[0], images.shape[1], size, size)
+        return F.conv2d(region, filters)
+
+    def _write(self, grid: torch.Tensor, corner: torch.Tensor, block: torch.Tensor) -> None:
+        _window(grid, corner, self._grid, block.reshape(-1, self._grid.patch_size))
+
+    def _update_terms(self, energy: torch.Tensor, corner: torch.Tensor) -> None:
+        """Recompute ``terms`` and the best reward at the positions around the window at ``corner``."""
+        block = self._block(energy, corner, self.masks)
+        self._write(self._terms, corner, block)
+        base_best = _window(self._base_best, corner, self._grid).view_as(block)
+        self._write(self._best, corner, (base_best + block).amax(1))
+
     def painted(self, canvas: torch.Tensor, cursor: torch.Tensor) -> None:
         """Bring the maps up to date with ``canvas`` ``(B, C, H, W)`` after one step painted the window
-        whose top-left corner is ``cursor`` ``(B, 2)``."""
-        batch, margin, reach = canvas.shape[0], self._margin, self._grid.patch_size
+        whose top-left corner is ``cursor`` ``(B, 2)`` (and, with a plan, move on to the next step)."""
         energy = (canvas * (canvas - 2 * self.targets)).sum(1, keepdim=True)
-        energy = F.pad(energy, (margin,) * 4).flatten(2)
-        region = _window(energy, cursor, self._energy_grid).view(batch, 1, *(2 * [self._energy_grid.patch_size]))
-        block = F.conv2d(region, self.masks)
-        rows = window_rows(self._terms, cursor[:, 0] * self._grid.width + cursor[:, 1], self._grid)
-        row_blocks(self._terms, reach).index_copy_(0, rows, block.reshape(-1, reach))
-        best = (row_blocks(self._base_best, reach).index_select(0, rows).view_as(block) + block).amax(1)
-        _window(self._best, cursor, self._grid, best.reshape(-1, reach))
+        if self.owner is not None:
+            self.step += 1
+            self.visible = (self.owner <= self.step).to(energy.dtype)
+            energy = energy * self.visible
+            if self.step < self.plan_path.shape[1]:
+                corner = self.plan_path[:, self.step]
+                bracket = self._block(torch.cat([self.visible * self.targets, self.visible], 1), corner,
+                                      self.bracket_filters)  # fmt: skip
+                self._write(self._base, corner, bracket)
+                self._write(self._base_best, corner, bracket.unflatten(1, (-1, self.num_levels)).amax(2))
+                self._update_terms(energy, corner)
+        self._update_terms(energy, cursor)
 
     def best(self) -> torch.Tensor:
         """``(B, rows, cols)``: the reward of the best patch at each position (a copy: the next
@@ -170,41 +220,9 @@ class PlacementScorer:
         rows = torch.arange(row.shape[0], device=row.device)
         return self.base[rows, :, row, col] + self.terms[rows, :, row, col].repeat_interleave(self.num_levels, 1)
 
-
-class PlanScorer:
-    """The reward of painting every patch at every position, counting only the pixels that a plan's
-    later strokes leave visible.
-
-    ``owner`` ``(B, H*W)`` says which step of the plan (the previous pass's program) paints each
-    pixel last (the kernel's ``ownership``, -1 for none). At step t the pixels the plan paints after
-    t will be covered, so they do not count: the kernel's ``placement_rewards`` with ``visible =
-    owner <= t``, the reward Gibbs refinement gives a step with the plan as the other steps. The
-    visible pixels change every step, so the rewards are recomputed in full (one conv2d), when
-    first asked for. Same interface as :class:`PlacementScorer`.
-    """
-
-    def __init__(self, targets: torch.Tensor, values: torch.Tensor, support: torch.Tensor, owner: torch.Tensor):
-        self.targets, self.values, self.support = targets, values, support
-        self.owner = owner.view(targets.shape[0], 1, *targets.shape[-2:])
-        self.size = int(round(support.shape[-1] ** 0.5))
-        self.step, self.canvas, self._rewards = 0, torch.zeros_like(targets), None
-
-    def painted(self, canvas: torch.Tensor, cursor: torch.Tensor) -> None:
-        """Move on to the next step, whose canvas is ``canvas`` ``(B, C, H, W)``."""
-        self.step, self.canvas, self._rewards = self.step + 1, canvas, None
-
     def rewards(self) -> torch.Tensor:
-        """``(B, K*L, rows, cols)``: the reward of every placement at the current step."""
-        if self._rewards is None:
-            visible = (self.owner <= self.step).to(self.targets.dtype)
-            self._rewards = placement_rewards(self.targets, self.canvas, self.values, self.support, self.size, visible)
-        return self._rewards
-
-    def best(self) -> torch.Tensor:
-        return self.rewards().amax(1)
-
-    def at(self, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-        return self.rewards()[torch.arange(row.shape[0], device=row.device), :, row, col]
+        """``(B, K*L, rows, cols)``: the reward of every placement."""
+        return self.base + self.terms.repeat_interleave(self.num_levels, 1)
 
 
 def make_scorer(
@@ -214,12 +232,12 @@ def make_scorer(
     num_levels: int,
     geometry: CanvasGeometry,
     plan: torch.Tensor | None = None,
-) -> PlacementScorer | PlanScorer:
+) -> PlacementScorer:
     """The scorer of an encoding pass: of the whole canvas, or with a plan ``(B, T, 4)`` to rewrite."""
     if plan is None:
         return PlacementScorer(targets, values, support, num_levels)
     owner, _ = ownership(plan, support, num_levels, geometry)
-    return PlanScorer(targets, values, support, owner)
+    return PlacementScorer(targets, values, support, num_levels, owner, cursor_path(plan, geometry))
 
 
 def _window(images: torch.Tensor, cursor: torch.Tensor, grid: CanvasGeometry, new: torch.Tensor | None = None):
@@ -268,7 +286,7 @@ class PainterPolicy(nn.Module):
         hidden: torch.Tensor,
         previous_patch: torch.Tensor,
         step_fraction: float,
-        scorer: PlacementScorer | PlanScorer,
+        scorer: PlacementScorer,
         action: torch.Tensor | None = None,
         mode: str = "sample",
         generator: torch.Generator | None = None,

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import painter_env  # noqa: F401  (registers Painter-v0)
-from agents.policy import PlacementScorer, policy_for
-from agents.rollout import env_rollout, rollout
+from agents.gibbs import positions_to_actions, program_sse
+from agents.policy import PolicyConfig, make_scorer, policy_for
+from agents.rollout import draft, env_rollout, rollout
 from decoders.dictionary import PatchDictionary
-from decoders.kernel import CanvasGeometry, act_, cursor_path, decode, placement_rewards
+from decoders.kernel import CanvasGeometry, act_, cursor_path, decode, ownership, patch_ids, placement_rewards
 
 GEOMETRY = CanvasGeometry(8, 8, 3, 2)
 
@@ -23,35 +24,96 @@ def _dictionary(seed=0, prototypes=3, levels=2):
     return PatchDictionary(mean, basis, mask, num_levels=levels)
 
 
-def _policy(dictionary, seed=0):
+def _policy(dictionary, seed=0, passes=1):
     torch.manual_seed(seed)
-    return policy_for(GEOMETRY, 1, dictionary.num_prototypes, dictionary.num_levels, hidden_size=16, feature_size=8)
+    sizes = dict(hidden_size=16, feature_size=8, passes=passes)
+    return policy_for(GEOMETRY, 1, dictionary.num_prototypes, dictionary.num_levels, **sizes)
 
 
 def _targets(count=6, seed=1):
     return torch.rand(count, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
 
 
-def test_scorer_kept_up_to_date_step_by_step_matches_placement_rewards():
-    """After each painted step (windows at the edges too) the scorer agrees with a full recomputation."""
+@pytest.mark.parametrize("with_plan", [False, True])
+def test_scorer_kept_up_to_date_step_by_step_matches_placement_rewards(with_plan):
+    """After each painted step (windows at the edges too) the scorer agrees with a full recomputation;
+    with a plan, one that counts only the pixels the plan's later steps leave visible."""
     dictionary, targets = _dictionary(), _targets()
     values, support = (tensor.detach() for tensor in dictionary.patches())
-    scorer = PlacementScorer(targets, values, support, dictionary.num_levels)
     generator = torch.Generator().manual_seed(2)
+    high = torch.tensor([GEOMETRY.num_moves, GEOMETRY.num_moves, dictionary.num_prototypes, dictionary.num_levels])
+    plan = (torch.rand(6, 13, 4, generator=generator) * high).long() if with_plan else None
+    scorer = make_scorer(targets, values, support, dictionary.num_levels, GEOMETRY, plan)
+    owner = ownership(plan, support, dictionary.num_levels, GEOMETRY)[0].view(6, 1, 8, 8) if with_plan else None
     canvas, cursor = torch.zeros(6, 1, 64), torch.tensor(GEOMETRY.start).repeat(6, 1)
     row, col = torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([5, 4, 3, 2, 1, 0])
     corners = set()
-    for _ in range(12):
-        high = torch.tensor([GEOMETRY.num_moves, GEOMETRY.num_moves, dictionary.num_prototypes, dictionary.num_levels])
+    for step in range(1, 13):
         actions = (torch.rand(6, 4, generator=generator) * high).long()
         cursor, _ = act_(canvas, targets.flatten(2), cursor, actions, values, support, dictionary.num_levels, GEOMETRY)
         scorer.painted(canvas.view_as(targets), cursor)
         corners.update(map(tuple, cursor.tolist()))
-        expected = placement_rewards(targets, canvas.view_as(targets), values, support, 3)
+        visible = (owner <= step).float() if with_plan else None
+        expected = placement_rewards(targets, canvas.view_as(targets), values, support, 3, visible)
         assert torch.allclose(scorer.best(), expected.amax(1), atol=1e-5)
         assert torch.allclose(scorer.at(row, col), expected[torch.arange(6), :, row, col], atol=1e-5)
     last = GEOMETRY.rows - 1
     assert {0, last} <= {i for i, _ in corners} and {0, last} <= {j for _, j in corners}  # the edges were painted
+
+
+def test_plan_scorer_rewards_are_the_sse_decrease_of_the_program_with_the_plan_after_the_step():
+    """At step t of a rewrite, a stroke's reward is (up to a constant) minus the SSE of the program made
+    of the rewrite's steps before t, that stroke, and the plan's steps after t where the plan put them."""
+    geometry = CanvasGeometry(6, 6, 3, 3)  # every position is one move away
+    dictionary, targets = _dictionary(), _targets(2)[..., :6, :6]
+    values, support = (tensor.detach() for tensor in dictionary.patches())
+    generator = torch.Generator().manual_seed(7)
+    high = torch.tensor([geometry.num_moves, geometry.num_moves, dictionary.num_prototypes, dictionary.num_levels])
+    plan, prefix = ((torch.rand(2, 4, 4, generator=generator) * high).long() for _ in range(2))
+    plan_path, plan_ids = cursor_path(plan, geometry), patch_ids(plan, dictionary.num_levels)
+    prefix_path, prefix_ids = cursor_path(prefix, geometry), patch_ids(prefix, dictionary.num_levels)
+    scorer = make_scorer(targets, values, support, dictionary.num_levels, geometry, plan)
+    canvas, cursor = torch.zeros(2, 1, 36), torch.tensor(geometry.start).repeat(2, 1)
+    for step in range(4):
+        rewards = scorer.at(*(torch.zeros(2, dtype=torch.long),) * 2)  # the same rewards seen through `at`...
+        grid = scorer.rewards()  # ...and in full
+        assert torch.allclose(rewards, grid[:, :, 0, 0])
+        assert torch.allclose(scorer.best(), grid.amax(1))
+        for image in range(2):
+            brute = torch.empty_like(grid[image])
+            for patch in range(dictionary.num_patches):
+                for i in range(geometry.rows):
+                    for j in range(geometry.cols):
+                        path = torch.cat(
+                            [prefix_path[image, :step], torch.tensor([[i, j]]), plan_path[image, step + 1 :]]
+                        )
+                        ids = torch.cat([prefix_ids[image, :step], torch.tensor([patch]), plan_ids[image, step + 1 :]])
+                        program = positions_to_actions(path[None], ids[None], dictionary.num_levels, geometry)
+                        brute[patch, i, j] = -program_sse(
+                            targets[image : image + 1], program, values, support, dictionary.num_levels, geometry
+                        )[0]
+            difference = grid[image] - brute
+            torch.testing.assert_close(difference, difference.mean().expand_as(difference), rtol=0, atol=1e-4)
+        cursor, _ = act_(
+            canvas, targets.flatten(2), cursor, prefix[:, step], values, support, dictionary.num_levels, geometry
+        )
+        scorer.painted(canvas.view_as(targets), cursor)
+
+
+def test_a_policy_with_two_passes_rewrites_its_own_most_likely_program():
+    dictionary, targets = _dictionary(), _targets()
+    policy = _policy(dictionary, passes=2)
+    with torch.no_grad():
+        plan = draft(policy, targets, dictionary, GEOMETRY, 4)
+        first = rollout(policy, targets, dictionary, GEOMETRY, 4, mode="greedy", plan=None)
+        single = _policy(dictionary, passes=1)
+        assert torch.equal(plan, rollout(single, targets, dictionary, GEOMETRY, 4, mode="greedy").actions)
+        assert torch.equal(
+            first.actions, rollout(policy, targets, dictionary, GEOMETRY, 4, mode="greedy", plan=plan).actions
+        )
+    assert draft(single, targets, dictionary, GEOMETRY, 4) is None
+    with pytest.raises(ValueError, match="passes"):
+        PolicyConfig(1, 8, 8, 3, 2, 3, 2, passes=0)
 
 
 def test_rollout_rewards_and_canvas_agree_with_decode():
@@ -64,9 +126,10 @@ def test_rollout_rewards_and_canvas_agree_with_decode():
     assert torch.allclose(out.rewards.sum(1), blank - final, atol=1e-4)
 
 
-def test_scoring_given_programs_reproduces_the_sampled_log_probabilities():
+@pytest.mark.parametrize("passes", [1, 2])
+def test_scoring_given_programs_reproduces_the_sampled_log_probabilities(passes):
     dictionary, targets = _dictionary(), _targets()
-    policy = _policy(dictionary)
+    policy = _policy(dictionary, passes=passes)
     sampled = rollout(policy, targets, dictionary, GEOMETRY, 4, generator=torch.Generator().manual_seed(3))
     scored = rollout(policy, targets, dictionary, GEOMETRY, 4, actions=sampled.actions)
     assert torch.equal(scored.actions, sampled.actions)
@@ -103,11 +166,13 @@ def test_first_action_frequencies_match_the_policy_probabilities():
     assert chi2 < dof + 5 * (2 * dof) ** 0.5, f"chi2 {chi2:.1f} with {dof} degrees of freedom"
 
 
-def test_env_rollout_agrees_with_the_kernel_rollout():
+@pytest.mark.parametrize("passes", [1, 2])
+def test_env_rollout_agrees_with_the_kernel_rollout(passes):
     env = gymnasium.make_vec("Painter-v0", num_envs=5, image_size=12, patch_size=4, max_steps=3).unwrapped
     dictionary = env.painter.dictionary
     torch.manual_seed(0)
-    policy = policy_for(env.painter.geometry, 1, dictionary.num_prototypes, dictionary.num_levels, hidden_size=16)
+    sizes = dict(hidden_size=16, passes=passes)
+    policy = policy_for(env.painter.geometry, 1, dictionary.num_prototypes, dictionary.num_levels, **sizes)
     with torch.no_grad():
         targets, from_env = env_rollout(policy, env, indices=torch.arange(5), mode="greedy")
         direct = rollout(policy, targets, dictionary, env.painter.geometry, 3, mode="greedy")
