@@ -13,9 +13,10 @@ on the grid of cursor positions (``rows x cols``):
 
 With ``passes`` > 1 the encoder plans: a first pass writes a draft, and each further pass
 rewrites the previous pass's program step by step, scoring every stroke only on the pixels that
-the draft's later strokes leave visible (:class:`PlacementScorer` with a plan). That is the conditional a Gibbs
-move uses, with the draft standing in for the rest of the program: the encoder sees what its next
-strokes will occlude. Each pass is one forward pass per step; there is no search.
+the draft's later strokes leave visible (:class:`PlacementScorer` with a plan). That is the
+conditional a Gibbs move uses, with the draft standing in for the rest of the program: the
+encoder sees what its next strokes will occlude. Each pass is one forward pass per step; there is
+no search.
 
 A GRU carries the history (previous patch, cursor, step) into the decision. The action is
 sampled autoregressively, as the design note describes the local RNN encoder: the row move
@@ -26,7 +27,8 @@ already-reachable position get probability zero, so each position has exactly on
 
 References:
     the CGAE design note (卷积生成式自编码器 CGAE, draft: the encoder that calls the decoder, the
-    local RNN moves).
+    local RNN moves); Xia et al., Deliberation Networks: Sequence Generation Beyond One-Pass
+    Decoding, 2017 (a second decoding pass that reads the first pass's draft).
 """
 
 from __future__ import annotations
