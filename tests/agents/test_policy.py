@@ -146,15 +146,16 @@ def test_moves_are_never_clamped_and_stay_in_the_action_space():
     assert ((out.actions >= 0) & (out.actions < high)).all()
 
 
-def test_first_action_frequencies_match_the_policy_probabilities():
+@pytest.mark.parametrize("passes", [1, 2])
+def test_first_action_frequencies_match_the_policy_probabilities(passes):
     """Sampling is exact: chi-square of 4000 first actions of one image against exp(log_prob)."""
     dictionary = _dictionary()
-    policy = _policy(dictionary)
+    policy = _policy(dictionary, passes=passes)
     policy.log_position_scale.data.fill_(0.0)
     policy.log_patch_scale.data.fill_(0.0)
     targets = _targets(1).expand(4000, -1, -1, -1)
     with torch.no_grad():
-        out = rollout(policy, targets, dictionary, GEOMETRY, 1, generator=torch.Generator().manual_seed(5))
+        out = rollout(policy, targets, dictionary, GEOMETRY, 2, generator=torch.Generator().manual_seed(5))
     codes = out.actions[:, 0] @ torch.tensor([1000, 100, 10, 1])
     unique, counts = codes.unique(return_counts=True)
     first = torch.cat([(codes == u).nonzero()[:1, 0] for u in unique])
