@@ -137,7 +137,8 @@ class PlacementScorer:
     plan step paints each pixel last (the kernel's ``ownership``, -1 for none). That is the reward
     a Gibbs move gives step t with the plan as the other steps. Both terms then carry ``v``: the
     bracket becomes ``2 <v x, p> - <v, p^2>``. Step t + 1 reveals pixels of the plan's window t + 1
-    only, so :meth:`painted` also recomputes the block of positions around that window.
+    only, so :meth:`painted` also recomputes the block of positions around that window, for all
+    K L patches.
     """
 
     def __init__(
@@ -165,11 +166,13 @@ class PlacementScorer:
         self._margin = margin = size - 1
         self._energy_grid = CanvasGeometry(height + 2 * margin, width + 2 * margin, 3 * size - 2, 0)
         self._grid = CanvasGeometry(rows + 2 * margin, cols + 2 * margin, 2 * size - 1, 0)
-        self._base = F.pad(base, (margin,) * 4).flatten(2)
-        self._base_best = self._base.view(batch, -1, num_levels, self._base.shape[-1]).amax(2)
+        self._base_best = F.pad(base.unflatten(1, (-1, num_levels)).amax(2), (margin,) * 4).flatten(2)
         self._best = self._base_best.amax(1, keepdim=True)
         self._terms = torch.zeros_like(self._base_best)
-        self.base, self.terms = self._real_positions(self._base), self._real_positions(self._terms)
+        if owner is not None:  # the bracket changes block by block: pad it too
+            self._base = F.pad(base, (margin,) * 4).flatten(2)
+            base = self._real_positions(self._base)
+        self.base, self.terms = base, self._real_positions(self._terms)
 
     def _real_positions(self, grid: torch.Tensor) -> torch.Tensor:
         """The view ``(B, n, rows, cols)`` of a padded flat map ``(B, n, padded rows * padded cols)``."""
@@ -227,6 +230,34 @@ class PlacementScorer:
         return self.base + self.terms.repeat_interleave(self.num_levels, 1)
 
 
+class PlanScorer:
+    """:class:`PlacementScorer`'s rewards with a plan, recomputed over the whole map at every step
+    (one conv2d of the kernel's ``placement_rewards``, when first read): faster than its block
+    updates when the two blocks of a step hold more positions than the map (large patches on a
+    small canvas)."""
+
+    def __init__(self, targets: torch.Tensor, values: torch.Tensor, support: torch.Tensor, owner: torch.Tensor):
+        self.targets, self.values, self.support = targets, values, support
+        self.owner = owner.view(targets.shape[0], 1, *targets.shape[-2:])
+        self.size = int(round(support.shape[-1] ** 0.5))
+        self.step, self.canvas, self._rewards = 0, torch.zeros_like(targets), None
+
+    def painted(self, canvas: torch.Tensor, cursor: torch.Tensor) -> None:
+        self.step, self.canvas, self._rewards = self.step + 1, canvas, None
+
+    def rewards(self) -> torch.Tensor:
+        if self._rewards is None:
+            visible = (self.owner <= self.step).to(self.targets.dtype)
+            self._rewards = placement_rewards(self.targets, self.canvas, self.values, self.support, self.size, visible)
+        return self._rewards
+
+    def best(self) -> torch.Tensor:
+        return self.rewards().amax(1)
+
+    def at(self, row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        return self.rewards()[torch.arange(row.shape[0], device=row.device), :, row, col]
+
+
 def make_scorer(
     targets: torch.Tensor,
     values: torch.Tensor,
@@ -234,11 +265,18 @@ def make_scorer(
     num_levels: int,
     geometry: CanvasGeometry,
     plan: torch.Tensor | None = None,
-) -> PlacementScorer:
-    """The scorer of an encoding pass: of the whole canvas, or with a plan ``(B, T, 4)`` to rewrite."""
+    block_updates: bool | None = None,
+) -> PlacementScorer | PlanScorer:
+    """The scorer of an encoding pass: of the whole canvas, or with a plan ``(B, T, 4)`` to rewrite,
+    updated block by block or (``block_updates=False``; by default when the two blocks of a step
+    would hold more positions than the map) over the whole map."""
     if plan is None:
         return PlacementScorer(targets, values, support, num_levels)
     owner, _ = ownership(plan, support, num_levels, geometry)
+    if block_updates is None:
+        block_updates = 2 * (2 * geometry.patch_size - 1) ** 2 < geometry.rows * geometry.cols
+    if not block_updates:
+        return PlanScorer(targets, values, support, owner)
     return PlacementScorer(targets, values, support, num_levels, owner, cursor_path(plan, geometry))
 
 
@@ -288,7 +326,7 @@ class PainterPolicy(nn.Module):
         hidden: torch.Tensor,
         previous_patch: torch.Tensor,
         step_fraction: float,
-        scorer: PlacementScorer,
+        scorer: PlacementScorer | PlanScorer,
         action: torch.Tensor | None = None,
         mode: str = "sample",
         generator: torch.Generator | None = None,

@@ -34,8 +34,8 @@ def _targets(count=6, seed=1):
     return torch.rand(count, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("with_plan", [False, True])
-def test_scorer_kept_up_to_date_step_by_step_matches_placement_rewards(with_plan):
+@pytest.mark.parametrize("with_plan, block_updates", [(False, None), (True, True), (True, False)])
+def test_scorer_kept_up_to_date_step_by_step_matches_placement_rewards(with_plan, block_updates):
     """After each painted step (windows at the edges too) the scorer agrees with a full recomputation;
     with a plan, one that counts only the pixels the plan's later steps leave visible."""
     dictionary, targets = _dictionary(), _targets()
@@ -43,7 +43,7 @@ def test_scorer_kept_up_to_date_step_by_step_matches_placement_rewards(with_plan
     generator = torch.Generator().manual_seed(2)
     high = torch.tensor([GEOMETRY.num_moves, GEOMETRY.num_moves, dictionary.num_prototypes, dictionary.num_levels])
     plan = (torch.rand(6, 13, 4, generator=generator) * high).long() if with_plan else None
-    scorer = make_scorer(targets, values, support, dictionary.num_levels, GEOMETRY, plan)
+    scorer = make_scorer(targets, values, support, dictionary.num_levels, GEOMETRY, plan, block_updates)
     owner = ownership(plan, support, dictionary.num_levels, GEOMETRY)[0].view(6, 1, 8, 8) if with_plan else None
     canvas, cursor = torch.zeros(6, 1, 64), torch.tensor(GEOMETRY.start).repeat(6, 1)
     row, col = torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([5, 4, 3, 2, 1, 0])
@@ -61,7 +61,8 @@ def test_scorer_kept_up_to_date_step_by_step_matches_placement_rewards(with_plan
     assert {0, last} <= {i for i, _ in corners} and {0, last} <= {j for _, j in corners}  # the edges were painted
 
 
-def test_plan_scorer_rewards_are_the_sse_decrease_of_the_program_with_the_plan_after_the_step():
+@pytest.mark.parametrize("block_updates", [True, False])
+def test_plan_scorer_rewards_are_the_sse_decrease_of_the_program_with_the_plan_after_the_step(block_updates):
     """At step t of a rewrite, a stroke's reward is (up to a constant) minus the SSE of the program made
     of the rewrite's steps before t, that stroke, and the plan's steps after t where the plan put them."""
     geometry = CanvasGeometry(6, 6, 3, 3)  # every position is one move away
@@ -72,7 +73,7 @@ def test_plan_scorer_rewards_are_the_sse_decrease_of_the_program_with_the_plan_a
     plan, prefix = ((torch.rand(2, 4, 4, generator=generator) * high).long() for _ in range(2))
     plan_path, plan_ids = cursor_path(plan, geometry), patch_ids(plan, dictionary.num_levels)
     prefix_path, prefix_ids = cursor_path(prefix, geometry), patch_ids(prefix, dictionary.num_levels)
-    scorer = make_scorer(targets, values, support, dictionary.num_levels, geometry, plan)
+    scorer = make_scorer(targets, values, support, dictionary.num_levels, geometry, plan, block_updates)
     canvas, cursor = torch.zeros(2, 1, 36), torch.tensor(geometry.start).repeat(2, 1)
     for step in range(4):
         rewards = scorer.at(*(torch.zeros(2, dtype=torch.long),) * 2)  # the same rewards seen through `at`...
