@@ -355,17 +355,19 @@ def shard_names(shard: int) -> tuple[str, str]:
     return ("data", "sample") if shard == 0 else (f"data{shard}", f"sample{shard}")
 
 
-def sample_batch(policy, dictionary, targets, geometry, steps, args, generator):
-    """Roll out S programs per image and assemble the estimator's input."""
+def sample_batch(policy, dictionary, targets, geometry, steps, args, generator, plan=None):
+    """Roll out S programs per image and assemble the estimator's input. With several passes every
+    sample rewrites its image's draft ``plan`` (drafted here if not given: once per image)."""
     count = targets.shape[0]
+    if plan is None:
+        plan = draft(policy, targets, dictionary, geometry, steps)
     repeated = targets.repeat_interleave(args.samples, 0)
-    plan = draft(policy, targets, dictionary, geometry, steps)  # a function of the image: drafted once per image
-    plan = None if plan is None else plan.repeat_interleave(args.samples, 0)
-    out = rollout(policy, repeated, dictionary, geometry, steps, generator=generator, plan=plan)
+    repeated_plan = None if plan is None else plan.repeat_interleave(args.samples, 0)
+    out = rollout(policy, repeated, dictionary, geometry, steps, generator=generator, plan=repeated_plan)
     reference = None
     if args.estimator == "reinforce" and args.baseline == "self-critical":
         with torch.no_grad():  # the most likely program: what the encoder will output at test time
-            reference = rollout(policy, targets, dictionary, geometry, steps, mode="greedy").rewards
+            reference = rollout(policy, targets, dictionary, geometry, steps, mode="greedy", plan=plan).rewards
     sse = painted_sse(repeated, out.actions, dictionary, geometry, fitted=args.fit_dictionary == "samples" and
                       not args.freeze_dictionary)  # fmt: skip
     shape = (count, args.samples, steps)
@@ -398,7 +400,7 @@ class Remembered:
     sse: torch.Tensor
 
 
-def recall(trainer: Trainer, index, targets, out, generator) -> Remembered:
+def recall(trainer: Trainer, index, targets, out, generator, plan=None) -> Remembered:
     """Amortise, then refine: the best of the remembered program and the ``--proposals``, improved by
     ``--refine-sweeps`` Gibbs sweeps; scored by the policy (teacher forcing) and painted."""
     args, painter, dictionary = trainer.args, trainer.painter, trainer.dictionary
@@ -408,14 +410,14 @@ def recall(trainer: Trainer, index, targets, out, generator) -> Remembered:
         if "greedy" in args.proposals:
             candidates.append(greedy_programs(targets, dictionary, geometry, steps)[0].unsqueeze(1))
         if "policy" in args.proposals:
-            likely = rollout(trainer.policy, targets, dictionary, geometry, steps, mode="greedy")
+            likely = rollout(trainer.policy, targets, dictionary, geometry, steps, mode="greedy", plan=plan)
             candidates.append(likely.actions.unsqueeze(1))
     best, _ = trainer.memory.best(index, targets, torch.cat(candidates, 1), dictionary, geometry)
     refined = refine_programs(targets, best, dictionary, geometry, args.refine_sweeps, args.refine_beta,
                               args.refine_beta, generator, args.refine_candidates or None)  # fmt: skip
     log_probs = torch.zeros(len(index), 1, device=targets.device)
     if args.imitation_coef > 0:
-        taught = rollout(trainer.policy, targets, dictionary, geometry, steps, actions=refined)
+        taught = rollout(trainer.policy, targets, dictionary, geometry, steps, actions=refined, plan=plan)
         log_probs = taught.log_probs.sum(1, keepdim=True)
     fitted = args.fit_dictionary == "memory" and not args.freeze_dictionary
     sse = painted_sse(targets, refined, dictionary, geometry, fitted).unsqueeze(1)
@@ -430,13 +432,15 @@ def draw_shards(trainer: Trainer):
         data, sample = shard_names(shard)
         index = torch.randint(len(painter.data), (args.batch_size // args.shards,), generator=trainer.generators[data])
         targets = painter.data.images[index].to(trainer.device)
+        # With several passes, the draft: a function of the image, written once per image.
+        plan = draft(trainer.policy, targets, trainer.dictionary, painter.geometry, painter.max_steps)
         batch, out = sample_batch(
             trainer.policy, trainer.dictionary, targets, painter.geometry, painter.max_steps, args,
-            trainer.generators[sample],
+            trainer.generators[sample], plan,
         )  # fmt: skip
         remembered = None
         if trainer.memory is not None:
-            remembered = recall(trainer, index.to(trainer.device), targets, out, trainer.generators[sample])
+            remembered = recall(trainer, index.to(trainer.device), targets, out, trainer.generators[sample], plan)
         parts.append((targets, batch, out, remembered))
     if len(parts) == 1:
         return parts[0]
