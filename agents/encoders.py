@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from agents.gibbs import SWEEPS as GIBBS_SWEEPS
 from agents.gibbs import refine_programs
 from agents.greedy import greedy_programs
 from agents.policy import PainterPolicy, PolicyConfig
@@ -29,7 +30,6 @@ ENCODERS = ("policy", "greedy", "gibbs", "greedy-gibbs")
 CHECKPOINT_KIND = "painter-reinforce"
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
-GIBBS_SWEEPS = 8  # default sweeps of the refining encoders (gibbs, greedy-gibbs)
 
 
 def load_policy(checkpoint: dict, device: torch.device | str) -> PainterPolicy:

@@ -11,8 +11,8 @@ optimisation loop lives elsewhere. With ``log q_r(x|z) = -beta * SSE(x, dec(z))`
   :data:`BASELINES`: none of them depends on the action it multiplies. The ``self-critical``
   baseline is the return of the policy's own most likely program, so a
   sample is reinforced exactly when it beats what the encoder would output at test time.
-- :func:`iw` - the importance-weighted gradient of ``log sum_z q_e(z|x) q_r(x|z)`` (the CGAE
-  note's objective "without Jensen") with S samples and self-normalised weights
+- :func:`iw` - the importance-weighted gradient of ``log sum_z q_e(z|x) q_r(x|z)`` (the
+  objective "without Jensen") with S samples and self-normalised weights
   ``w_s = softmax_s(log q_r(x|z_s))`` (detached): ``sum_s w_s grad[log q_e(z_s|x) + log q_r(x|z_s)]``.
   Biased for finite S, consistent as S grows (the reweighted wake-sleep wake update). The encoder
   term subtracts a control variate with mean zero: ``1/S``, or with ``per_step=True``, per step,
@@ -28,16 +28,8 @@ optimisation loop lives elsewhere. With ``log q_r(x|z) = -beta * SSE(x, dec(z))`
   ``+-d/2 + log cosh(d/2)``: REINFORCE's leave-one-out advantage plus a term >= 0 on both scores
   that estimates the gradient of the bound's Jensen gap (tested), so VIMCO is not uniformly less
   noisy than REINFORCE with the leave-one-out baseline.
-- :func:`memoised` - memoised wake-sleep on a memory of M programs per image (the best programs
-  search has found, ``agents.memory``), with weights ``w_m = softmax_m(log q_r(x|z_m))``: the
-  encoder maximises ``sum_m w_m log q_e(z_m|x)``, i.e. minimises ``KL(p_M(z|x) || q_e(z|x))`` for
-  the posterior ``p_M`` restricted to the memory; the dictionary maximises
-  ``log sum_m q_r(x|z_m)``, a lower bound of ``log sum_z q_r(x|z)`` that tightens as the memory
-  improves. Both are exact when the memory holds every program (tested by enumeration); with one
-  program per image they are maximum likelihood of the best known program (expert iteration's
-  imitation step) and the SSE of that program (hard EM).
 
-All four are checked against gradients computed exactly by enumerating every program of a
+All three are checked against gradients computed exactly by enumerating every program of a
 tiny problem (``tests/agents/test_estimators.py``).
 
 References:
@@ -45,12 +37,12 @@ References:
     Learning, 1992; Rennie et al., Self-critical Sequence Training for Image Captioning, 2017;
     Bornschein & Bengio, Reweighted Wake-Sleep, 2015; Le et al., Revisiting Reweighted Wake-Sleep
     for Models with Stochastic Control Flow, 2019; Mnih & Rezende, Variational Inference for Monte
-    Carlo Objectives, 2016; Hewitt, Le, Tenenbaum, Learning to learn generative programs with
-    Memoised Wake-Sleep, 2020; the CGAE design note (the importance-weighted objective).
+    Carlo Objectives, 2016.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -95,6 +87,25 @@ class SampleBatch:
     @property
     def num_samples(self) -> int:
         return self.log_probs.shape[1]
+
+    def rows(self, part: slice) -> SampleBatch:
+        """The samples of images ``part``."""
+        fields = (getattr(self, f.name) for f in dataclasses.fields(self))
+        return SampleBatch(*(None if t is None else t[part] for t in fields))
+
+    def halves(self) -> tuple[slice, slice]:
+        """The first and the second half of the images."""
+        middle = self.log_probs.shape[0] // 2
+        return slice(0, middle), slice(middle, None)
+
+    @staticmethod
+    def concatenate(batches: list[SampleBatch]) -> SampleBatch:
+        """The batches' images one after the other."""
+        if len(batches) == 1:
+            return batches[0]
+        names = [f.name for f in dataclasses.fields(SampleBatch)]
+        columns = [[getattr(batch, name) for batch in batches] for name in names]
+        return SampleBatch(*(None if column[0] is None else torch.cat(column) for column in columns))
 
 
 @dataclass
@@ -231,17 +242,18 @@ def vimco(batch: SampleBatch, beta: float = 1.0, entropy_coef: float = 0.0, per_
     return _finish(encoder_loss, decoder_loss, batch.log_probs.new_zeros(()), signal, batch, entropy_coef)
 
 
-def memoised(log_probs: torch.Tensor, sse: torch.Tensor, beta: float = 1.0) -> Surrogate:
-    """Memoised wake-sleep on memory programs: ``log_probs`` ``(N, M)`` their log q_e (gradient to the
-    encoder), ``sse`` ``(N, M)`` their SSE (gradient to the dictionary); see the module docstring."""
-    if log_probs.dim() != 2 or sse.shape != log_probs.shape:
-        raise ValueError(f"log_probs and sse must both be (N, M), got {tuple(log_probs.shape)} and {tuple(sse.shape)}")
-    log_likelihood = -beta * sse
-    weights = log_likelihood.detach().softmax(dim=1)
-    encoder_loss = -(weights * log_probs).sum(1).mean()
-    decoder_loss = -(weights * log_likelihood).sum(1).mean()
-    zero = log_probs.new_zeros(())
-    return Surrogate(encoder_loss + decoder_loss, encoder_loss, decoder_loss, zero, weights)
+def half_batch_gradients(halves: tuple[Surrogate, Surrogate], parameters: list[torch.Tensor]) -> float:
+    """Set the parameters' gradients to the mean of the two half-batch surrogates' gradients (the
+    full batch's); return ``||g1 - g2||^2 / 4``, an unbiased estimate of the trace of its covariance."""
+    first = torch.autograd.grad(halves[0].loss, parameters, retain_graph=True, allow_unused=True)
+    second = torch.autograd.grad(halves[1].loss, parameters, allow_unused=True)
+    spread = 0.0
+    for a, b, p in zip(first, second, parameters):
+        a = torch.zeros_like(p) if a is None else a
+        b = torch.zeros_like(p) if b is None else b
+        p.grad = (a + b) / 2
+        spread += float((a - b).square().sum()) / 4
+    return spread
 
 
 ESTIMATORS = {"reinforce": reinforce, "iw": iw, "vimco": vimco}

@@ -36,6 +36,8 @@ from decoders.dictionary import PatchDictionary
 from decoders.kernel import CanvasGeometry, act_, cursor_path, decode, ownership, patch_ids, placement_rewards
 from decoders.sampling import beta_schedule, sample_categorical
 
+SWEEPS = 8  # the default number of sweeps, wherever programs are refined
+
 
 def positions_to_actions(
     path: torch.Tensor, ids: torch.Tensor, num_levels: int, geometry: CanvasGeometry
@@ -62,7 +64,7 @@ def program_sse(
     return (targets - canvas).square().flatten(1).sum(1)
 
 
-def _sweep(targets, path, ids, values, support, levels, geometry, beta, generator, candidates=None) -> None:
+def _sweep(targets, path, ids, values, support, levels, geometry, beta, generator) -> None:
     """One Gibbs sweep over the steps of the programs ``path``/``ids`` (changed in place)."""
     batch, steps = ids.shape
     height, width = geometry.height, geometry.width
@@ -78,9 +80,6 @@ def _sweep(targets, path, ids, values, support, levels, geometry, beta, generato
         if step + 1 < steps:
             allowed = allowed & reachable(path[:, step + 1], geometry)
         allowed = allowed.unsqueeze(1)
-        if candidates is not None:
-            allowed = allowed & _myopic_top(targets, canvas.view_as(targets), values, support, geometry, allowed,
-                                            candidates)  # fmt: skip
         logits = (beta * rewards).masked_fill_(~allowed, float("-inf")).flatten(1)
         choice = sample_categorical(logits, generator, consume=True)
         place = choice % places
@@ -91,33 +90,18 @@ def _sweep(targets, path, ids, values, support, levels, geometry, beta, generato
         cursor, _ = act_(canvas, target_flat, cursor, action, values, support, levels, geometry)
 
 
-def _myopic_top(targets, canvas, values, support, geometry, allowed, count: int) -> torch.Tensor:
-    """``(B, K*L, rows, cols)`` bool: the ``count`` allowed placements of largest immediate reward on
-    ``canvas``, later steps ignored (the choices an encoder that sees this canvas ranks first)."""
-    myopic = placement_rewards(targets, canvas, values, support, geometry.patch_size)
-    myopic = myopic.masked_fill(~allowed, float("-inf"))
-    threshold = myopic.flatten(1).topk(count, dim=1).values[:, -1].view(-1, 1, 1, 1)
-    return myopic >= threshold
-
-
 @torch.no_grad()
 def refine_programs(
     targets: torch.Tensor,
     actions: torch.Tensor,
     dictionary: PatchDictionary,
     geometry: CanvasGeometry,
-    sweeps: int = 4,
+    sweeps: int = SWEEPS,
     beta_start: float = 1.0,
     beta_end: float = 100.0,
     generator: torch.Generator | None = None,
-    candidates: int | None = None,
 ) -> torch.Tensor:
-    """Gibbs-refined programs ``(B, T, 4)`` for ``targets`` ``(B, C, H, W)``; per image never worse.
-
-    ``candidates`` restricts step t to the placements among the ``candidates`` of largest immediate
-    reward on the canvas of steps 0..t-1 (what a step-by-step encoder sees), so that the refined
-    programs stay within the choices such an encoder ranks highest; ``None`` allows every placement.
-    """
+    """Gibbs-refined programs ``(B, T, 4)`` for ``targets`` ``(B, C, H, W)``; per image never worse."""
     if actions.dim() != 3 or actions.shape[-1] != 4 or actions.shape[0] != targets.shape[0]:
         raise ValueError(f"actions must have shape (B, T, 4) with B = {targets.shape[0]}, got {tuple(actions.shape)}")
     if targets.shape[-2:] != (geometry.height, geometry.width):
@@ -126,8 +110,6 @@ def refine_programs(
         )
     if sweeps < 0:
         raise ValueError(f"sweeps must be >= 0, got {sweeps}")
-    if candidates is not None and candidates < 1:
-        raise ValueError(f"candidates must be >= 1, got {candidates}")
     device = targets.device
     values, support = (tensor.to(device) for tensor in dictionary.patches())
     levels = dictionary.num_levels
@@ -136,7 +118,7 @@ def refine_programs(
     best = positions_to_actions(path, ids, levels, geometry)
     best_sse = program_sse(targets, best, values, support, levels, geometry)
     for beta in beta_schedule(beta_start, beta_end, sweeps):
-        _sweep(targets, path, ids, values, support, levels, geometry, beta, generator, candidates)
+        _sweep(targets, path, ids, values, support, levels, geometry, beta, generator)
         current = positions_to_actions(path, ids, levels, geometry)
         sse = program_sse(targets, current, values, support, levels, geometry)
         better = sse < best_sse

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from agents.policy import PainterPolicy, make_scorer
+from agents.estimators import SampleBatch
+from agents.gibbs import program_sse
+from agents.policy import PainterPolicy
+from agents.scorers import make_scorer
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import CanvasGeometry, act_, patch_ids
 
@@ -165,3 +168,45 @@ def env_rollout(
         for store, value in zip(record, (out.action, out.log_prob, out.entropy, out.value, reward)):
             store.append(value)
     return targets, _stack(*record, observation["canvas"].view(shape).clone())
+
+
+def sample_batch(
+    policy: PainterPolicy,
+    dictionary: PatchDictionary,
+    targets: torch.Tensor,
+    geometry: CanvasGeometry,
+    steps: int,
+    samples: int,
+    generator: torch.Generator | None = None,
+    reference: bool = False,
+    fit_dictionary: bool = True,
+) -> tuple[SampleBatch, Rollout]:
+    """``samples`` programs per image of ``targets`` ``(N, C, H, W)``, as the estimators' input, and
+    the rollout of all ``N * samples`` of them (image-major).
+
+    A policy with several passes drafts each image once and every sample rewrites that draft.
+    ``reference`` adds the step rewards of the policy's most likely program (the self-critical
+    baseline); the SSE is differentiable in the dictionary when it is ``fit_dictionary``.
+    """
+    count = targets.shape[0]
+    plan = draft(policy, targets, dictionary, geometry, steps)
+    repeated = targets.repeat_interleave(samples, 0)
+    repeated_plan = None if plan is None else plan.repeat_interleave(samples, 0)
+    out = rollout(policy, repeated, dictionary, geometry, steps, generator=generator, plan=repeated_plan)
+    reference_rewards = None
+    if reference:
+        with torch.no_grad():  # the most likely program: what the encoder will output at test time
+            reference_rewards = rollout(policy, targets, dictionary, geometry, steps, mode="greedy", plan=plan).rewards
+    values, support = dictionary.patches()
+    values = values if fit_dictionary else values.detach()
+    sse = program_sse(repeated, out.actions, values, support, dictionary.num_levels, geometry)
+    shape = (count, samples, steps)
+    batch = SampleBatch(
+        out.log_probs.view(shape),
+        out.rewards.view(shape),
+        sse.view(count, samples),
+        out.entropy.view(shape),
+        out.values.view(shape),
+        reference_rewards,
+    )
+    return batch, out

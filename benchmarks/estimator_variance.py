@@ -27,12 +27,11 @@ from tqdm import tqdm
 
 from agents.encoders import CHECKPOINT_KIND, load_policy
 from agents.estimators import iw, reinforce, returns_to_go, vimco
+from agents.rollout import sample_batch
 from decoders.dictionary import PatchDictionary
 from decoders.storage import load_checkpoint
 from painter_env.config import PainterConfig, build_painter
 from train.common.config import arg, parse_args
-from train.reinforce import Args as TrainingArgs
-from train.reinforce import sample_batch
 
 ESTIMATORS = {
     "reinforce (loo)": (reinforce, {"baseline": "loo"}),
@@ -69,13 +68,11 @@ def replicate_gradients(
     """``(replicates, parameters)`` encoder gradients per estimator, all from the same batches."""
     generator = torch.Generator().manual_seed(seed)
     images, parameters = painter.data.images, list(policy.parameters())
-    drawing = TrainingArgs(samples=samples, estimator="iw", baseline="loo", freeze_dictionary=True)
 
     def draw():
         targets = images[torch.randint(len(images), (batch_size,), generator=generator)]
-        return sample_batch(
-            policy, painter.dictionary, targets, painter.geometry, painter.max_steps, drawing, generator
-        )[0]
+        steps = painter.max_steps
+        return sample_batch(policy, painter.dictionary, targets, painter.geometry, steps, samples, generator)[0]
 
     with torch.no_grad():  # the moving average's fixed point: each step's mean return-to-go
         moving_average = torch.stack(

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from agents.encoders import GIBBS_SWEEPS
+from agents.gibbs import SWEEPS as GIBBS_SWEEPS
 from benchmarks.jobs import Job, run_jobs
 from decoders.dictionary import kmeans_plus_plus
 from painter_env.datasets import load_images

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from agents.encoders import CHECKPOINT_KIND, ENCODERS, GIBBS_SWEEPS, Encoder, build_encoder
+from agents.encoders import CHECKPOINT_KIND, ENCODERS, Encoder, build_encoder
+from agents.gibbs import SWEEPS as GIBBS_SWEEPS
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import decode
 from decoders.storage import load_checkpoint

@@ -18,7 +18,7 @@ import math
 import pytest
 import torch
 
-from agents.estimators import SampleBatch, iw, memoised, reinforce, returns_to_go, vimco
+from agents.estimators import SampleBatch, iw, reinforce, returns_to_go, vimco
 from decoders.kernel import CanvasGeometry, act_, decode
 
 GEOMETRY = CanvasGeometry(4, 4, 2, 1)
@@ -258,59 +258,11 @@ def test_vimco_with_two_samples_is_reinforce_loo_plus_the_bound_gap_term():
     torch.testing.assert_close(signal, advantage + torch.cosh(d / 2).log(), rtol=0, atol=1e-12)
 
 
-def _memory_gradient(memory: torch.Tensor) -> torch.Tensor:
-    """The memoised surrogate's (minus) gradient in the encoder and dictionary parameters, for a
-    memory holding the programs ``memory`` (indices into the enumeration) of the one image."""
-    log_probs = PROBLEM["log_q"].sum(1)[memory].unsqueeze(0)
-    surrogate = memoised(log_probs, PROBLEM["sse"][memory].unsqueeze(0), beta=BETA)
-    return -_flat_grad(surrogate.loss)
-
-
-def _posterior() -> torch.Tensor:
-    return (-BETA * PROBLEM["sse"]).detach().softmax(0)
-
-
-def test_memoised_with_every_program_is_the_exact_posterior_gradient():
-    """Memory = all 324 programs: the encoder's update is -grad KL(p(z|x) || q(z|x)) and the
-    dictionary's is grad log sum_z q_r(x|z) (Fisher's identity), both exactly."""
-    gradient = _memory_gradient(torch.arange(len(PROBLEM["sse"])))
-    encoder_size = sum(t.numel() for t in PROBLEM["theta"])
-    kl = (_posterior() * (_posterior().log() - PROBLEM["log_q"].sum(1))).sum()
-    exact_encoder = -_flat_grad(kl)[:encoder_size]
-    exact_decoder = _flat_grad((-BETA * PROBLEM["sse"]).logsumexp(0))[encoder_size:]
-    assert float(exact_encoder.norm()) > 0.01 and float(exact_decoder.norm()) > 0.01
-    torch.testing.assert_close(gradient[:encoder_size], exact_encoder, rtol=0, atol=1e-12)
-    torch.testing.assert_close(gradient[encoder_size:], exact_decoder, rtol=0, atol=1e-12)
-
-
-def test_memoised_dictionary_gradient_approaches_the_exact_one_as_the_memory_grows():
-    """The memory holds the m best programs: the bound log sum_{z in memory} q_r(x|z) tightens and its
-    gradient approaches the exact one (reached when the memory holds everything)."""
-    encoder_size = sum(t.numel() for t in PROBLEM["theta"])
-    exact = _flat_grad((-BETA * PROBLEM["sse"]).logsumexp(0))[encoder_size:]
-    order = PROBLEM["sse"].detach().argsort()
-    errors = [float((_memory_gradient(order[:m])[encoder_size:] - exact).norm()) for m in (1, 8, 64, 324)]
-    assert errors[0] > errors[1] > errors[2] > errors[3] and errors[3] < 1e-12
-
-
-@pytest.mark.parametrize("size", [1, 16, 324], ids=["best-program", "top-16", "everything"])
-def test_memoised_encoder_step_moves_q_towards_the_posterior_on_the_memory(size):
-    """A small gradient step on the encoder lowers KL(p_M || q), p_M the posterior restricted to the memory."""
-    memory = PROBLEM["sse"].detach().argsort()[:size]
-    target = _posterior()[memory] / _posterior()[memory].sum()
-
-    def kl(theta1, theta2):
-        log_q = torch.stack(
-            [
-                theta1.log_softmax(0)[PROBLEM["first"]],
-                theta2.log_softmax(1)[PROBLEM["first"], torch.arange(len(PROBLEM["first"])) % theta2.shape[1]],
-            ],
-            1,
-        ).sum(1)
-        return float((target * (target.log() - log_q[memory])).sum())
-
-    theta1, theta2 = (t.detach() for t in PROBLEM["theta"])
-    step = 0.05 * _memory_gradient(memory)[: theta1.numel() + theta2.numel()]
-    moved1 = theta1 + step[: theta1.numel()]
-    moved2 = theta2 + step[theta1.numel() :].view_as(theta2)
-    assert kl(moved1, moved2) < kl(theta1, theta2) - 1e-4
+def test_a_batch_concatenated_and_split_gives_back_its_parts():
+    parts = [
+        SampleBatch(torch.randn(2, 3, 4), torch.full((2, 3, 4), float(value)), torch.randn(2, 3)) for value in (1, 2)
+    ]
+    joined = SampleBatch.concatenate(parts)
+    assert joined.rewards[:, 0, 0].tolist() == [1, 1, 2, 2] and joined.entropy is None
+    for part, rows in zip(parts, joined.halves()):
+        assert torch.equal(joined.rows(rows).log_probs, part.log_probs)

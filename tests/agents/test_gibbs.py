@@ -141,17 +141,3 @@ def test_an_incremental_sweep_makes_the_choices_of_conditionals_recomputed_from_
         improved = after < before  # refine_programs keeps the input where the sweep did not improve it
         assert improved.any()
         assert torch.equal(swept[improved], expected[improved])
-
-
-def test_one_candidate_per_step_makes_a_sweep_greedy_search():
-    """Restricted to the single placement of largest immediate reward, a sweep writes greedy's program."""
-    geometry, dictionary, targets, actions = tiny_setup(move_radius=3, seed=4)
-    greedy, _ = greedy_programs(targets, dictionary, geometry, steps=actions.shape[1])
-    swept = refine_programs(targets, actions, dictionary, geometry, sweeps=1, candidates=1)
-    values, support = dictionary.patches()
-    improved = program_sse(targets, greedy, values, support, 2, geometry) < program_sse(
-        targets, actions, values, support, 2, geometry
-    )
-    assert improved.any()
-    torch.testing.assert_close(decode(swept[improved], values, support, 2, geometry),
-                               decode(greedy[improved], values, support, 2, geometry))  # fmt: skip

@@ -8,8 +8,9 @@ import torch
 
 import painter_env  # noqa: F401  (registers Painter-v0)
 from agents.gibbs import positions_to_actions, program_sse
-from agents.policy import PolicyConfig, make_scorer, policy_for
+from agents.policy import PolicyConfig, policy_for
 from agents.rollout import draft, env_rollout, rollout
+from agents.scorers import make_scorer
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import CanvasGeometry, act_, cursor_path, decode, ownership, patch_ids, placement_rewards
 
@@ -27,7 +28,7 @@ def _dictionary(seed=0, prototypes=3, levels=2):
 def _policy(dictionary, seed=0, passes=1):
     torch.manual_seed(seed)
     sizes = dict(hidden_size=16, feature_size=8, passes=passes)
-    return policy_for(GEOMETRY, 1, dictionary.num_prototypes, dictionary.num_levels, **sizes)
+    return policy_for(GEOMETRY, dictionary, **sizes)
 
 
 def _targets(count=6, seed=1):
@@ -174,7 +175,7 @@ def test_env_rollout_agrees_with_the_kernel_rollout(passes):
     dictionary = env.painter.dictionary
     torch.manual_seed(0)
     sizes = dict(hidden_size=16, passes=passes)
-    policy = policy_for(env.painter.geometry, 1, dictionary.num_prototypes, dictionary.num_levels, **sizes)
+    policy = policy_for(env.painter.geometry, dictionary, **sizes)
     with torch.no_grad():
         targets, from_env = env_rollout(policy, env, indices=torch.arange(5), mode="greedy")
         direct = rollout(policy, targets, dictionary, env.painter.geometry, 3, mode="greedy")

@@ -22,7 +22,6 @@ from tests import tiny
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = [*tiny.REINFORCE, *tiny.LOG_EVERY_2, "--estimator", "reinforce", "--baseline", "moving-average"]
-TINY += ["--imitation-coef", "1", "--fit-dictionary", "memory"]
 # A 1-channel convolution's bias adds the same constant to every position's logit: the softmax over
 # positions ignores it, its exact gradient is 0, and Adam turns rounding noise there into lr-sized steps.
 IGNORED = {"position_head.bias"}
@@ -127,8 +126,6 @@ def test_two_ranks_resumed_match_one_process_with_both_shards(runs):
     for name, value in one["dictionary"]["state"].items():
         torch.testing.assert_close(ddp["dictionary"]["state"][name], value, rtol=1e-4, atol=1e-5, msg=name)
     torch.testing.assert_close(ddp["moving_average"], one["moving_average"], rtol=1e-5, atol=1e-6)
-    assert ddp["memory"]["filled"].sum() > 0  # the ranks' memories were merged in rank order, as the shards'
-    assert torch.equal(ddp["memory"]["programs"], one["memory"]["programs"])
     assert set(ddp["rng"]) == {"torch", "data", "sample", "data1", "sample1"}
     for name in ("data", "sample", "data1", "sample1"):  # the same images and samples were drawn
         assert torch.equal(ddp["rng"][name], one["rng"][name]), name

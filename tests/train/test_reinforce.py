@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
+import time
 
 import gymnasium
 import pytest
@@ -15,6 +15,7 @@ import painter_env  # noqa: F401
 import train.reinforce as reinforce
 from painter_env.config import build_painter
 from tests import tiny
+from train.common.painter import env_config, fit_action_space
 from train.common.tensorboard import claim_run_name
 
 TINY = [*tiny.REINFORCE, "--batch-size", "4", *tiny.LOG_EVERY_2]
@@ -134,9 +135,9 @@ def test_other_estimators_train_and_freeze_keeps_the_dictionary(tmp_path, estima
 @pytest.mark.parametrize("bits", [20.0, 60.0])
 def test_match_bits_picks_the_closest_length_and_the_centre_radius(bits, move_radius):
     args = reinforce.Args(image_size=16, match_bits=bits, move_radius=move_radius)
-    steps, radius = reinforce.action_space_for_bits(args, None)
-    chosen = dataclasses.replace(args, steps=steps, move_radius=radius)
-    painter = build_painter(reinforce.env_config(chosen, chosen.split))
+    chosen = fit_action_space(args)
+    steps, radius = chosen.steps, chosen.move_radius
+    painter = build_painter(env_config(chosen, chosen.split))
     assert radius == (painter.geometry.centre_radius if move_radius is None else move_radius)
     per_step = math.log2(painter.geometry.num_moves**2 * painter.dictionary.num_patches)
     assert abs(steps * per_step - bits) <= per_step / 2 or steps == 1
@@ -145,7 +146,7 @@ def test_match_bits_picks_the_closest_length_and_the_centre_radius(bits, move_ra
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--batch-size", "3"], "--batch-size an even number"),
+        (["--batch-size", "3"], "--batch-size must be an even multiple"),
         (["--estimator", "ppo"], "invalid choice: 'ppo'"),
         (["--dataset", "cifar"], "unknown dataset 'cifar'"),
         (["--dataset", "mnist", "--data-root", "/nonexistent"], "--download"),
@@ -178,7 +179,7 @@ def test_a_folder_dataset_gets_a_flat_run_name(tmp_path):
 
 
 def test_runs_started_in_the_same_second_get_their_own_logs_and_checkpoints(tmp_path, monkeypatch):
-    monkeypatch.setattr(reinforce.time, "time", lambda: 1_700_000_000.0)  # both default names from one clock
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)  # both default names from one clock
     argv = TINY + ["--logdir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck"), "--iterations", "1"]
     reinforce.main(argv)
     reinforce.main(argv)
@@ -191,16 +192,3 @@ def test_a_default_name_whose_checkpoint_exists_is_not_reused(tmp_path):
     (tmp_path / "ck" / "run").mkdir(parents=True)  # e.g. logs deleted, checkpoint kept
     assert claim_run_name("run", tmp_path / "runs", tmp_path / "ck") == "run_2"
     assert claim_run_name("run", tmp_path / "runs", tmp_path / "ck") == "run_3"
-
-
-def test_amortise_then_refine_remembers_programs_and_resumes_exactly(tmp_path):
-    refine = ["--imitation-coef", "1", "--fit-dictionary", "memory", "--refine-sweeps", "1"]
-    _run(tmp_path, "memory", "--iterations", "4", *refine)
-    _run(tmp_path, "memory-part", "--iterations", "2", *refine)
-    reinforce.main(["--resume", str(tmp_path / "ck" / "memory-part" / "checkpoint.pt"), "--iterations", "4"])
-    full, part = _checkpoint(tmp_path, "memory"), _checkpoint(tmp_path, "memory-part")
-    assert int(full["memory"]["filled"].sum()) > 4  # 4 iterations of 4 images, a few drawn twice
-    assert torch.equal(full["memory"]["programs"], part["memory"]["programs"])
-    for name, value in full["policy"].items():
-        assert torch.equal(value, part["policy"][name]), name
-    assert torch.equal(full["dictionary"]["state"]["mean"], part["dictionary"]["state"]["mean"])

@@ -115,3 +115,22 @@ def report_failure(context: Context, error: BaseException, checkpoint: str) -> N
             file=sys.stderr,
             flush=True,
         )
+
+
+SHARD_SEED_STRIDE = 10_000
+
+
+def shard_generators(seed: int, shards: range, device) -> dict[str, torch.Generator]:
+    """Data and sampling generators of each shard of a batch (shard ``s`` seeded
+    ``seed + SHARD_SEED_STRIDE * s``); shard 0's are the single-process run's ones."""
+    generators = {}
+    for shard in shards:
+        data, sample = shard_names(shard)
+        generators[data] = torch.Generator().manual_seed(seed + SHARD_SEED_STRIDE * shard)
+        generators[sample] = torch.Generator(device).manual_seed(seed + SHARD_SEED_STRIDE * shard + 1)
+    return generators
+
+
+def shard_names(shard: int) -> tuple[str, str]:
+    """The names of shard ``shard``'s data and sampling generators."""
+    return ("data", "sample") if shard == 0 else (f"data{shard}", f"sample{shard}")

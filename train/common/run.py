@@ -1,12 +1,14 @@
-"""What the trainers share: the common flags, run set-up and naming, user errors and the final report.
+"""What the trainers share: the common flags, the time budget, run set-up and naming, user errors
+and the final report.
 
-:class:`CommonArgs` holds the flags every trainer takes (data, held-out scoring, seed, device,
-threads, logging); a trainer's ``Args`` extends it, so ``--help`` lists these flags first and the
-trainer's own after them. :func:`start_run` applies the flags and opens the run, :meth:`Run.finish`
-ends it (held-out figures logged, final checkpoint saved) and :func:`report` writes
-``--metrics-json`` and prints the one-row markdown table. :func:`user_errors` turns a bad flag or
-missing data into one ``error:`` line and exit status 2; :data:`INTERRUPTED` is the exit status
-after Ctrl-C.
+:class:`DataArgs` holds the data flags of every command, :class:`CommonArgs` adds what every
+trainer takes (``--minutes``, logging, checkpoints); a trainer's ``Args`` extends it, so
+``--help`` lists these flags first and the trainer's own after them. :class:`Budget` bounds a run
+by ``--minutes`` (and an optional cap) and draws its progress bar. :func:`start_run` applies the
+flags and opens the run, :meth:`Run.finish` ends it (held-out figures logged, final checkpoint
+saved) and :func:`report` writes ``--metrics-json`` and prints the one-row markdown table.
+:func:`user_errors` turns a bad flag or missing data into one ``error:`` line and exit status 2;
+:data:`INTERRUPTED` is the exit status after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,35 +23,52 @@ from pathlib import Path
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 from decoders.storage import atomic_save
 from painter_env.config import device_of
 from painter_env.datasets import load_images
-from train.common.config import arg
+from train.common.config import BAD_INPUT, arg
 from train.common.metrics import write_metrics_json
 from train.common.tensorboard import claim_run_name, log_hparams_text, log_image_grid, make_writer
 
 INTERRUPTED = 130  # the shell's exit status of a program stopped by Ctrl-C (128 + SIGINT)
+DEFAULT_MINUTES = 1.5  # every trainer's default: a first look in a minute or two; real runs say --minutes
 
 
 @dataclass
-class CommonArgs:
-    """Flags shared by the trainers: fit on ``split``, score on ``eval_split``."""
+class DataArgs:
+    """The data flags of every command: fit on ``--split``, score on ``--eval-split``."""
 
-    dataset: str = arg("mnist", "mnist, fashion-mnist, shapes or folder:PATH")
+    dataset: str = arg("shapes", "shapes (built in), mnist, fashion-mnist, cifar10 or folder:PATH")
     data_root: str = arg(None, "folder holding the dataset files (default: $PAINTER_DATA_ROOT or ./data)", type=str)
-    download: bool = arg(False, "fetch mnist / fashion-mnist into --data-root with torchvision if missing")
-    split: str = arg("test[:8000]", "split to fit")
-    eval_split: str = arg("test[8000:]", "held-out split scored at the end")
-    eval_images: int = arg(None, "score only the first N held-out images (default: all)", type=int)
-    minutes: float = arg(10.0, "stop training after this many minutes (the evaluation comes after)")
+    download: bool = arg(False, "fetch mnist, fashion-mnist or cifar10 into --data-root with torchvision if missing")
+    split: str = arg("train", "split to fit, e.g. train, 'test[:8000]', 'all[:4000]' (a folder's split is 'all')")
+    eval_split: str = arg("test", "held-out split scored at the end, e.g. test, 'test[8000:]', 'all[4000:]'")
+    image_size: int = arg(
+        None, "resize images to S x S (default: the images' own size; shapes are drawn at 28)", type=int, at_least=1
+    )
+    eval_images: int = arg(None, "score only the first N held-out images (default: all)", type=int, at_least=1)
     seed: int = arg(1, "random seed (initialisation, data order, sampling)")
     device: str = arg("cpu", "cpu or cuda")
-    threads: int = arg(1, "torch CPU threads (1 is fastest on a busy machine: idle OpenMP threads spin-wait)")
+    threads: int = arg(
+        1, "torch CPU threads (1 is fastest on a busy machine: idle OpenMP threads spin-wait)", at_least=1
+    )
+    metrics_json: str = arg(None, "write the final figures (on --eval-split) as JSON here", type=str)
+
+
+@dataclass
+class CommonArgs(DataArgs):
+    """The flags every trainer shares: the data flags, how long to train and where the run is written."""
+
+    minutes: float = arg(
+        DEFAULT_MINUTES,
+        "train for this many minutes (0: no time limit, then a cap is needed); evaluation comes after",
+        at_least=0,
+    )
     logdir: str = arg("runs", "TensorBoard folder (one sub-folder per run)")
     checkpoint_dir: str = arg("runs/checkpoints", "checkpoint folder (one sub-folder per run)")
     run_name: str = arg(None, "name of the run (default: model, dataset, seed and time)", type=str)
-    metrics_json: str = arg(None, "write the final figures (on --eval-split) as JSON here", type=str)
 
 
 @contextmanager
@@ -57,9 +76,68 @@ def user_errors():
     """A bad flag or missing data found while setting up: one ``error:`` line and exit status 2, as argparse."""
     try:
         yield
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(BAD_INPUT) from None
+
+
+class Budget:
+    """How long a run trains: ``--minutes`` of wall time and, optionally, a cap on its units
+    (iterations, epochs, env steps). ``--minutes 0`` means no time limit and needs the cap.
+
+    The progress bar shows the time spent against the time allowed (the units against the cap
+    without a time limit), with the units done and the caller's latest figures beside it. A
+    resumed run passes the units and seconds it had already spent.
+    """
+
+    def __init__(self, minutes: float, cap: int | None, cap_flag: str, done=0, elapsed=0.0, quiet=False, unit="it"):
+        if minutes < 0 or (cap is not None and cap < 0):
+            raise ValueError(f"--minutes and {cap_flag} must be >= 0, got {minutes} and {cap}")
+        if minutes == 0 and cap is None:
+            raise ValueError(f"--minutes 0 means no time limit: give {cap_flag} N to stop the run")
+        self.seconds, self.cap, self.unit, self.done = 60.0 * minutes, cap, unit, done
+        self.began = time.perf_counter() - elapsed
+        if self.seconds:
+            shown = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} of " + _clock(self.seconds) + "{postfix}"
+            self.bar = tqdm(total=self.seconds, initial=min(elapsed, self.seconds), bar_format=shown, disable=quiet)
+        else:
+            self.bar = tqdm(total=cap, initial=done, unit=unit, disable=quiet)
+        self.bar.set_description("training")
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds of training so far (a resumed run's earlier seconds included)."""
+        return time.perf_counter() - self.began
+
+    def out_of_time(self) -> bool:
+        return bool(self.seconds) and self.elapsed >= self.seconds
+
+    def capped(self) -> bool:
+        return self.cap is not None and self.done >= self.cap
+
+    def over(self) -> bool:
+        """Out of time or at the cap: the run stops."""
+        return self.out_of_time() or self.capped()
+
+    def advance(self, units: int = 1, **figures) -> None:
+        """Count ``units`` more done and show them with ``figures`` (name -> formatted value)."""
+        self.done += units
+        count = f"{self.done}" if self.cap is None else f"{self.done}/{self.cap}"
+        if self.seconds:
+            self.bar.n = min(self.elapsed, self.seconds)
+        else:
+            self.bar.n = self.done
+        self.bar.set_postfix({self.unit: count, **figures})
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _clock(seconds: float) -> str:
+    """``90`` -> ``01:30``, as tqdm shows elapsed time."""
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
 
 
 def dataset_label(dataset: str) -> str:

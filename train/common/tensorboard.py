@@ -81,3 +81,19 @@ def log_rollout_gif(
 ) -> None:
     """An animated painting rollout (every image of ``targets`` side by side) under the Images tab."""
     add_gif(writer, tag, rollout_frames(targets, actions, dictionary, geometry), step)
+
+
+def log_samples(
+    writer: SummaryWriter,
+    targets: torch.Tensor,
+    canvases: torch.Tensor,
+    programs: torch.Tensor,
+    dictionary: PatchDictionary,
+    geometry: CanvasGeometry,
+    step: int,
+) -> None:
+    """Targets, their reconstructions, the dictionary and an animated rollout of the programs."""
+    log_image_grid(writer, "images/targets", targets, step)
+    log_image_grid(writer, "images/reconstructions", canvases, step)
+    log_dictionary(writer, dictionary, step)
+    log_rollout_gif(writer, "rollouts/painting", targets, programs, dictionary, geometry, step)
