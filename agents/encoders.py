@@ -33,9 +33,11 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]
 
 
 def load_policy(checkpoint: dict, device: torch.device | str) -> PainterPolicy:
-    """The policy stored in a ``train.reinforce`` checkpoint, in eval mode on ``device``."""
+    """The policy stored in a ``train.reinforce`` checkpoint, in eval mode on ``device``; a new,
+    untrained one of the same configuration when the checkpoint's ``policy`` is None."""
     policy = PainterPolicy(PolicyConfig(**checkpoint["policy_config"]))
-    policy.load_state_dict(checkpoint["policy"])
+    if checkpoint["policy"] is not None:
+        policy.load_state_dict(checkpoint["policy"])
     return policy.to(device).eval()
 
 
@@ -107,7 +109,7 @@ def build_encoder(
 
         return lambda images: sb3_programs(str(checkpoint), images, painter, device)
     payload = load_checkpoint(checkpoint, CHECKPOINT_KIND) if isinstance(checkpoint, (str, Path)) else checkpoint
-    has_policy = isinstance(payload, dict) and "policy" in payload
+    has_policy = isinstance(payload, dict) and "policy_config" in payload
     if name == "policy" and not has_policy:
         raise ValueError("the policy encoder needs a train.reinforce checkpoint (--checkpoint)")
     greedy = lambda images: greedy_programs(images, painter.dictionary, painter.geometry, painter.max_steps)[0]  # noqa: E731

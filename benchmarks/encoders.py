@@ -91,9 +91,9 @@ def run_dataset(
                 str(checkpoint),
                 "--encoder",
                 "greedy",
-                "--split",
+                "--eval-split",
                 split,
-                "--num-images",
+                "--eval-images",
                 str(trained["num_images"]),
             ]
             + _data_root(fit)

@@ -95,9 +95,9 @@ def painter_jobs(args: Args, workdir: Path) -> tuple[list[Job], list[Job]]:
         training.append(Job(run, "painter training", "train.reinforce", flags, workdir / f"{run}.json"))
         checkpoint = workdir / "checkpoints" / run / "checkpoint.pt"
         for encoder in MATCHED:
-            argv = ["--checkpoint", str(checkpoint), "--encoder", encoder, "--split", args.eval_split]
+            argv = ["--checkpoint", str(checkpoint), "--encoder", encoder, "--eval-split", args.eval_split]
             argv += data_flags(args) + ["--gibbs-sweeps", str(args.gibbs_sweeps), "--threads", "1"]
-            argv += ["--num-images", str(args.eval_images)] if args.eval_images else []
+            argv += ["--eval-images", str(args.eval_images)] if args.eval_images else []
             metrics = workdir / f"{run}-{encoder}.json"
             evaluation.append(Job(f"{FAMILIES[encoder]}, {bits:g} bits", FAMILIES[encoder], "train.evaluate", argv,
                                   metrics))  # fmt: skip

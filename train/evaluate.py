@@ -2,11 +2,16 @@
 
     python -m train.evaluate --checkpoint runs/checkpoints/RUN/checkpoint.pt --encoder policy
     python -m train.evaluate --checkpoint CKPT --encoder greedy --dataset mnist \\
-        --data-root /path/to/mnist --split "test[8000:]" --gif rollout.gif
+        --data-root /path/to/mnist --eval-split "test[8000:]" --gif rollout.gif
+    python -m train.evaluate --checkpoint CKPT --encoder policy --untrained    # the untrained twin
 
-The painter (dataset, patch size, action space, number of steps) comes from the checkpoint;
-flags override it. Prints a table of SSE, PSNR, bits per image and images per second (and the
-fraction of the optimal return on ``shapes``), writes ``--metrics-json`` and ``--gif``.
+The painter (dataset, patch size, action space, number of steps, dictionary) comes from the
+checkpoint; the flags override it. Without a checkpoint (``--encoder greedy``) the dictionary is
+fitted to ``--split`` as ``Painter-v0`` fits it. ``--eval-split`` is scored. ``--untrained`` scores
+a new, untrained encoder of the checkpoint's architecture on the checkpoint's dictionary (seeded
+by ``--seed``): what training added is the difference. Prints a table of SSE, PSNR, bits per
+image and images per second (and the fraction of the optimal return on ``shapes``), writes
+``--metrics-json`` and ``--gif``.
 """
 
 from __future__ import annotations
@@ -28,51 +33,51 @@ from painter_env.config import Painter, PainterConfig, build_painter, device_of
 from painter_env.rendering import gif_bytes
 from train.common.config import arg, parse_args
 from train.common.metrics import program_bits, reconstruction_metrics, write_metrics_json
-from train.common.run import user_errors
+from train.common.run import DataArgs, user_errors
 
 
 @dataclass
-class Args:
+class Args(DataArgs):
+    dataset: str = arg(
+        None, "shapes, mnist, fashion-mnist, cifar10 or folder:PATH (default: the checkpoint's)", type=str
+    )
+    data_root: str = arg(None, "folder holding the dataset files (default: the checkpoint's)", type=str)
+    image_size: int = arg(None, "resize images to S x S (default: the checkpoint's)", type=int, at_least=1)
     checkpoint: str = arg(
         None,
         "train.reinforce checkpoint (.pt) or Stable-Baselines3 agent (.zip); optional for --encoder greedy",
         type=str,
     )
     encoder: str = arg("policy", "how programs are written", choices=ENCODERS)
-    dataset: str = arg(None, "dataset (default: the checkpoint's): shapes, mnist, fashion-mnist, folder:PATH", type=str)
-    data_root: str = arg(None, "folder holding the dataset files (default: the checkpoint's)", type=str)
-    split: str = arg("test", "split to score, e.g. test, 'test[8000:]'")
+    untrained: bool = arg(False, "score a new, untrained encoder of the checkpoint's architecture on its dictionary")
     dictionary: str = arg(None, "dictionary file or checkpoint (default: the checkpoint's)", type=str)
-    steps: int = arg(None, "program length T (default: the checkpoint's)", type=int)
-    num_images: int = arg(None, "score only the first N images of the split", type=int)
-    batch_size: int = arg(256, "images encoded at once")
-    policy_samples: int = arg(1, "policy: keep the best of its most likely program and N-1 sampled ones per image")
-    gibbs_sweeps: int = arg(GIBBS_SWEEPS, "sweeps of Gibbs refinement (--encoder gibbs)")
-    device: str = arg("cpu", "cpu or cuda")
-    threads: int = arg(1, "CPU threads for torch (1 is fastest on a busy machine: more threads spin-wait)")
+    steps: int = arg(None, "program length T (default: the checkpoint's)", type=int, at_least=1)
+    batch_size: int = arg(256, "images encoded at once", at_least=1)
+    policy_samples: int = arg(1, "policy: keep the best of its most likely program and N-1 sampled ones", at_least=1)
+    gibbs_sweeps: int = arg(GIBBS_SWEEPS, "sweeps of Gibbs refinement (--encoder gibbs, greedy-gibbs)", at_least=0)
     gif: str = arg(None, "write an animated GIF of painting rollouts to this path", type=str)
-    gif_images: int = arg(4, "images shown in the GIF")
-    metrics_json: str = arg(None, "write the figures as JSON to this path", type=str)
+    gif_images: int = arg(4, "images shown in the GIF", at_least=1)
 
 
 def painter_from_checkpoint(args: Args, payload: dict | None) -> Painter:
-    """The painter to evaluate: the checkpoint's environment with the flags' overrides.
-
-    For a Stable-Baselines3 agent (``.zip``) the settings ``train.sb3`` saved beside it are used.
-    """
+    """The painter to score ``--eval-split`` with: the checkpoint's environment with the flags'
+    overrides. For a Stable-Baselines3 agent (``.zip``) the settings ``train.sb3`` saved beside it
+    are used; without a checkpoint the dictionary is fitted to ``--split``."""
     base = dict(payload["env_config"]) if payload else {}
     if payload is None and args.checkpoint and str(args.checkpoint).endswith(".zip"):
         from agents.sb3.encoder import sb3_env_config
 
         base = sb3_env_config(args.checkpoint) or {}
-    overrides = {"dataset": args.dataset, "data_root": args.data_root, "max_steps": args.steps}
+    overrides = {"dataset": args.dataset, "data_root": args.data_root, "image_size": args.image_size}
     base.update({key: value for key, value in overrides.items() if value is not None})
-    base["split"] = args.split
+    base.update(download=args.download, max_steps=args.steps or base.get("max_steps"))
     if args.dictionary is not None:
         base["dictionary"] = args.dictionary
     elif payload is not None:
         base["dictionary"] = PatchDictionary.from_payload(payload["dictionary"])
-    return build_painter(PainterConfig(**base))
+    elif not base.get("dictionary"):
+        base["dictionary"] = build_painter(PainterConfig(**{**base, "split": args.split, "seed": args.seed})).dictionary
+    return build_painter(PainterConfig(**{**base, "split": args.eval_split}))
 
 
 def evaluate_encoder(
@@ -139,8 +144,13 @@ def set_up(args: Args) -> tuple[Painter, Encoder, torch.device]:
         payload = load_checkpoint(args.checkpoint, CHECKPOINT_KIND)
     elif args.encoder not in ("greedy", "greedy-gibbs") and args.checkpoint is None:
         raise ValueError(f"--encoder {args.encoder} needs --checkpoint")
+    if args.untrained and (payload is None or "policy" not in payload):
+        raise ValueError("--untrained needs a train.reinforce checkpoint (--checkpoint CKPT.pt) for its architecture")
     painter = painter_from_checkpoint(args, payload)
     painter.dictionary.to(device)
+    if args.untrained:
+        torch.manual_seed(args.seed)
+        payload = {**payload, "policy": None}  # a new policy of the checkpoint's configuration
     checkpoint = payload if payload is not None else args.checkpoint
     encoder = build_encoder(args.encoder, checkpoint, painter, device, args.gibbs_sweeps, args.policy_samples)
     return painter, encoder, device
@@ -150,16 +160,17 @@ def main(argv=None) -> dict:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
     with user_errors():
         painter, encoder, device = set_up(args)
-    images = painter.data.images[: args.num_images]
+    images = painter.data.images[: args.eval_images]
     metrics, programs = evaluate_encoder(encoder, images, painter, args.batch_size, device)
     metrics.update(
         encoder=args.encoder,
+        untrained=args.untrained,
         policy_samples=args.policy_samples,
         dataset=painter.config.dataset,
-        split=args.split,
+        eval_split=args.eval_split,
         steps=painter.max_steps,
     )
-    print(format_table({args.encoder: metrics}))
+    print(format_table({args.encoder + (" (untrained)" if args.untrained else ""): metrics}))
     write_metrics_json(args.metrics_json, metrics)
     if args.gif:
         count = min(args.gif_images, len(images))

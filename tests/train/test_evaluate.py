@@ -10,7 +10,9 @@ from PIL import Image
 
 import train.evaluate as evaluate
 import train.reinforce as reinforce
-from agents.encoders import build_encoder
+from agents.encoders import build_encoder, policy_encoder
+from agents.policy import PainterPolicy, PolicyConfig
+from decoders.kernel import decode
 from painter_env.config import PainterConfig, build_painter
 
 
@@ -54,7 +56,7 @@ def test_policy_scores_like_the_trainer_and_writes_json_and_gif(trained):
             str(checkpoint),
             "--encoder",
             "policy",
-            "--num-images",
+            "--eval-images",
             "10",
             "--metrics-json",
             str(folder / "policy.json"),
@@ -72,23 +74,44 @@ def test_policy_scores_like_the_trainer_and_writes_json_and_gif(trained):
 
 def test_greedy_with_the_checkpoint_dictionary_beats_nothing(trained):
     _, checkpoint, _ = trained
-    out = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "greedy", "--num-images", "10"])
+    out = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "greedy", "--eval-images", "10"])
     assert out["optimal_return_fraction"] > 0.5
     assert out["steps"] == 3 and out["num_images"] == 10
 
 
 def test_greedy_needs_no_checkpoint():
-    out = evaluate.main(["--encoder", "greedy", "--num-images", "4", "--steps", "2"])
+    out = evaluate.main(["--encoder", "greedy", "--eval-images", "4", "--steps", "2"])
     assert out["num_images"] == 4 and out["sse"] >= 0
 
 
 def test_gibbs_refines_the_policy_programs(trained):
-    pytest.importorskip("agents.gibbs")
     _, checkpoint, _ = trained
-    out = evaluate.main(
-        ["--checkpoint", str(checkpoint), "--encoder", "gibbs", "--num-images", "6", "--gibbs-sweeps", "1"]
+    flags = ["--checkpoint", str(checkpoint), "--eval-images", "16"]
+    policy = evaluate.main([*flags, "--encoder", "policy"])
+    refined = evaluate.main([*flags, "--encoder", "gibbs", "--gibbs-sweeps", "2"])
+    assert refined["num_images"] == 16
+    assert refined["sse"] < policy["sse"]  # refinement keeps the best program per image, and finds better ones
+
+
+def test_the_untrained_twin_is_a_new_policy_of_the_same_architecture_on_the_same_dictionary(trained):
+    _, checkpoint, _ = trained
+    flags = ["--checkpoint", str(checkpoint), "--eval-images", "16", "--encoder", "policy", "--seed", "3"]
+    twin = evaluate.main([*flags, "--untrained"])
+    payload = torch.load(checkpoint, weights_only=True)
+    torch.manual_seed(3)
+    fresh = PainterPolicy(PolicyConfig(**payload["policy_config"])).eval()
+    painter = build_painter(PainterConfig(**{**payload["env_config"], "split": "test"}))
+    painter = build_painter(
+        PainterConfig(**{**payload["env_config"], "split": "test", "dictionary": painter.dictionary})
     )
-    assert out["num_images"] == 6
+    painter.dictionary.load_state_dict(payload["dictionary"]["state"])
+    images = painter.data.images[:16]
+    programs = policy_encoder(fresh, painter)(images)
+    values, support = painter.dictionary.patches()
+    sse = (images - decode(programs, values, support, painter.dictionary.num_levels, painter.geometry)).square()
+    assert twin["untrained"] and twin["sse"] == pytest.approx(float(sse.flatten(1).sum(1).mean()), rel=1e-5)
+    trained_policy = evaluate.main(flags)
+    assert trained_policy["sse"] != twin["sse"]
 
 
 def test_bad_requests_raise_value_errors(trained, capsys):
@@ -105,15 +128,15 @@ def test_bad_requests_raise_value_errors(trained, capsys):
 
 def test_refined_greedy_is_never_worse_than_greedy(trained):
     _, checkpoint, _ = trained
-    greedy = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "greedy", "--num-images", "10"])
-    refined = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "greedy-gibbs", "--num-images", "10"])
+    greedy = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "greedy", "--eval-images", "10"])
+    refined = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "greedy-gibbs", "--eval-images", "10"])
     assert refined["sse"] <= greedy["sse"] + 1e-6
 
 
 def test_best_of_n_policy_is_never_worse(trained):
     _, checkpoint, _ = trained
-    one = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "policy", "--num-images", "10"])
+    one = evaluate.main(["--checkpoint", str(checkpoint), "--encoder", "policy", "--eval-images", "10"])
     best = evaluate.main(
-        ["--checkpoint", str(checkpoint), "--encoder", "policy", "--num-images", "10", "--policy-samples", "4"]
+        ["--checkpoint", str(checkpoint), "--encoder", "policy", "--eval-images", "10", "--policy-samples", "4"]
     )
     assert best["sse"] <= one["sse"] + 1e-6
