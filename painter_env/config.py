@@ -17,7 +17,7 @@ import torch
 
 from decoders.dictionary import PatchDictionary, dictionary_from_images
 from decoders.kernel import CanvasGeometry
-from painter_env.datasets import ImageSet, load_images
+from painter_env.datasets import DATASETS, ImageSet, load_images
 from painter_env.shapes import SHAPE_NAMES, shapes_dictionary
 
 DEFAULT_PROTOTYPES = 32
@@ -63,10 +63,8 @@ class PainterConfig:
             raise ValueError(f"patch_size {self.patch_size} is larger than image_size {self.image_size}")
         if not 0.0 <= self.support_threshold < 1.0:
             raise ValueError(f"support_threshold must be in [0, 1), got {self.support_threshold!r}")
-        if self.dataset not in ("shapes", "mnist", "fashion-mnist") and not str(self.dataset).startswith("folder:"):
-            raise ValueError(
-                f"unknown dataset {self.dataset!r}: choose 'shapes', 'mnist', 'fashion-mnist' or 'folder:PATH'"
-            )
+        if self.dataset not in DATASETS[:-1] and not str(self.dataset).startswith("folder:"):
+            raise ValueError(f"unknown dataset {self.dataset!r}: choose one of {', '.join(DATASETS)}")
 
     def to_dict(self) -> dict:
         """The arguments as plain values (a dictionary object is not included)."""

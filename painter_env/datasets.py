@@ -1,8 +1,13 @@
-"""Image sets for the painter: ``shapes`` (built in), ``mnist``, ``fashion-mnist`` and ``folder:PATH``.
+"""Image sets for the painter: ``shapes`` (built in), ``mnist``, ``fashion-mnist``, ``cifar10`` and
+``folder:PATH``.
 
 :func:`load_images` returns an :class:`ImageSet` of float images in [0, 1], shape
 ``(N, C, S, S)``, for a split such as ``"train"``, ``"test"``, ``"test[:8000]"`` or
-``"test[8000:]"``. Loaded sets are cached per process, so many environments share one copy.
+``"test[8000:]"`` (a folder has the single split ``"all"``). MNIST and Fashion-MNIST are read
+from their IDX files, CIFAR-10 with torchvision's ``CIFAR10`` (``download=True`` fetches either);
+a folder holds images of any size and mode, resized to ``image_size`` (default: their own size,
+when they all share one square size). Loaded sets are cached per process, so many environments
+share one copy.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch.nn.functional as F
 
 from painter_env import shapes
 
-DATASETS = ("shapes", "mnist", "fashion-mnist", "folder:PATH")
+DATASETS = ("shapes", "mnist", "fashion-mnist", "cifar10", "folder:PATH")
 IDX_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 IDX_PREFIXES = {"train": "train", "test": "t10k"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -87,8 +92,10 @@ def load_images(
         )
     elif dataset in IDX_FOLDERS:
         full = _idx_dataset(dataset, base, root, download, image_size)
+    elif dataset == "cifar10":
+        full = _cifar10(base, root, download, image_size)
     elif dataset.startswith("folder:"):
-        full = _folder(dataset.removeprefix("folder:"), base, image_size or 64)
+        full = _folder(dataset.removeprefix("folder:"), base, image_size)
     else:
         raise ValueError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     images = full.images[window]
@@ -163,7 +170,24 @@ def _idx_dataset(dataset: str, base: str, root: str, download: bool, image_size:
 
 
 @lru_cache(maxsize=4)
-def _folder(path: str, base: str, image_size: int) -> ImageSet:
+def _cifar10(base: str, root: str, download: bool, image_size: int | None) -> ImageSet:
+    from torchvision.datasets import CIFAR10
+
+    if base not in IDX_PREFIXES:
+        raise ValueError(f"cifar10 has splits 'train' and 'test', not {base!r}")
+    try:
+        dataset = CIFAR10(root, train=base == "train", download=download)
+    except RuntimeError as error:  # torchvision's "Dataset not found or corrupted"
+        raise FileNotFoundError(
+            f"cifar10 not found under {root!r} (it looks for {root}/cifar-10-batches-py): pass download=True "
+            f"(--download) to fetch it there ({error})"
+        ) from None
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).float() / 255.0
+    return ImageSet("cifar10", base, checked(_resize(images, image_size), root))
+
+
+@lru_cache(maxsize=4)
+def _folder(path: str, base: str, image_size: int | None) -> ImageSet:
     from PIL import Image, UnidentifiedImageError
 
     if base != "all":
@@ -184,6 +208,14 @@ def _folder(path: str, base: str, image_size: int) -> ImageSet:
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f"cannot read image {file}: {error}") from error
     mode = "L" if all(p.mode == "L" for p in pictures) else "RGB"
+    if image_size is None:
+        sizes = {p.size for p in pictures}
+        if len(sizes) > 1 or next(iter(sizes))[0] != next(iter(sizes))[1]:
+            raise ValueError(
+                f"the images in {directory} are not all of one square size ({', '.join(map(str, sorted(sizes)[:3]))}"
+                f"{', ...' if len(sizes) > 3 else ''}): give image_size (--image-size S) to resize them to S x S"
+            )
+        image_size = next(iter(sizes))[0]
     size = (image_size, image_size)
     from torchvision.transforms.functional import pil_to_tensor
 

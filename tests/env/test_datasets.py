@@ -85,6 +85,41 @@ def test_image_folder_grayscale_and_rgb(tmp_path):
         load_images(f"folder:{tmp_path}", "all", image_size=17)
     with pytest.raises(ValueError, match="single split 'all'"):
         load_images(f"folder:{tmp_path}", "train", image_size=16)
+    (tmp_path / "c.png").unlink()
+    with pytest.raises(ValueError, match="not all of one square size.*--image-size"):
+        load_images(f"folder:{tmp_path}", "all")
+
+
+def test_a_folder_of_one_size_keeps_it(tmp_path):
+    rng = np.random.default_rng(1)
+    for index in range(3):
+        Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(tmp_path / f"{index}.png")
+    loaded = load_images(f"folder:{tmp_path}", "all[1:]")
+    assert loaded.images.shape == (2, 3, 10, 10)
+
+
+def test_cifar10_is_read_with_torchvision_from_its_batches(tmp_path, monkeypatch):
+    import pickle
+
+    from torchvision.datasets import CIFAR10
+
+    with pytest.raises(FileNotFoundError, match="download"):
+        load_images("cifar10", "test", data_root=tmp_path)
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    pixels = np.random.default_rng(2).integers(0, 256, (6, 3 * 32 * 32), dtype=np.uint8)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as file:
+            pickle.dump({"data": pixels, "labels": [0] * 6}, file)
+    with open(folder / "batches.meta", "wb") as file:
+        pickle.dump({"label_names": [str(i) for i in range(10)]}, file)
+    # the fake batches have other checksums than the real ones
+    monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True)
+    train = load_images("cifar10", "train[:7]", data_root=tmp_path)
+    assert train.images.shape == (7, 3, 32, 32)
+    np.testing.assert_allclose(train.images[0].numpy() * 255, pixels[0].reshape(3, 32, 32), atol=1e-4)
 
 
 def test_nan_pixels_are_reported():
