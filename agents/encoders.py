@@ -20,9 +20,9 @@ import torch
 
 from agents.gibbs import SWEEPS as GIBBS_SWEEPS
 from agents.gibbs import refine_programs
-from agents.greedy import greedy_programs
 from agents.policy import PainterPolicy, PolicyConfig
 from agents.rollout import rollout
+from decoders.greedy import greedy_programs
 from decoders.storage import load_checkpoint
 from painter_env.config import Painter
 

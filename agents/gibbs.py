@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import torch
 
-from agents.greedy import reachable
 from decoders.dictionary import PatchDictionary
+from decoders.greedy import reachable
 from decoders.kernel import CanvasGeometry, act_, cursor_path, decode, ownership, patch_ids, placement_rewards
 from decoders.sampling import beta_schedule, sample_categorical
 
@@ -58,19 +58,20 @@ def program_sse(
     support: torch.Tensor,
     num_levels: int,
     geometry: CanvasGeometry,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """SSE ``(B,)`` of each program's painting against its target."""
-    canvas = decode(actions, values, support, num_levels, geometry)
+    """SSE ``(B,)`` of each program's painting (on the ``start`` canvases, default black) against its target."""
+    canvas = decode(actions, values, support, num_levels, geometry, start)
     return (targets - canvas).square().flatten(1).sum(1)
 
 
-def _sweep(targets, path, ids, values, support, levels, geometry, beta, generator) -> None:
+def _sweep(targets, start, path, ids, values, support, levels, geometry, beta, generator) -> None:
     """One Gibbs sweep over the steps of the programs ``path``/``ids`` (changed in place)."""
     batch, steps = ids.shape
     height, width = geometry.height, geometry.width
     owner, _ = ownership(positions_to_actions(path, ids, levels, geometry), support, levels, geometry)
     target_flat = targets.reshape(batch, targets.shape[1], -1)
-    canvas = torch.zeros_like(target_flat)
+    canvas = start.reshape(batch, targets.shape[1], -1).clone()
     cursor = torch.tensor(geometry.start, device=targets.device).expand(batch, 2)
     places = geometry.rows * geometry.cols
     for step in range(steps):
@@ -115,12 +116,13 @@ def refine_programs(
     levels = dictionary.num_levels
     actions = actions.to(device)
     path, ids = cursor_path(actions, geometry), patch_ids(actions, levels)
+    start = dictionary.start_canvas(targets)
     best = positions_to_actions(path, ids, levels, geometry)
-    best_sse = program_sse(targets, best, values, support, levels, geometry)
+    best_sse = program_sse(targets, best, values, support, levels, geometry, start)
     for beta in beta_schedule(beta_start, beta_end, sweeps):
-        _sweep(targets, path, ids, values, support, levels, geometry, beta, generator)
+        _sweep(targets, start, path, ids, values, support, levels, geometry, beta, generator)
         current = positions_to_actions(path, ids, levels, geometry)
-        sse = program_sse(targets, current, values, support, levels, geometry)
+        sse = program_sse(targets, current, values, support, levels, geometry, start)
         better = sse < best_sse
         best[better], best_sse = current[better], torch.where(better, sse, best_sse)
     return best

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Categorical
 
-from agents.greedy import reachable
 from agents.scorers import PlacementScorer, PlanScorer
 from decoders.dictionary import PatchDictionary
+from decoders.greedy import reachable
 from decoders.kernel import CanvasGeometry, move_cursor
 
 NEGATIVE = -1e9

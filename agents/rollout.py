@@ -97,11 +97,12 @@ def _one_pass(policy, targets, dictionary, geometry, steps, actions, mode, gener
     with torch.no_grad():
         values, support = (tensor.to(device) for tensor in dictionary.patches())
     target_flat = targets.reshape(batch, channels, -1)
-    canvas = torch.zeros_like(target_flat)
+    start = dictionary.start_canvas(targets)
+    canvas = start.reshape(batch, channels, -1).clone()
     cursor = torch.tensor(geometry.start, device=device).repeat(batch, 1)
     hidden, previous = policy.initial_state(batch, device)
     with torch.no_grad():
-        scorer = make_scorer(targets, values, support, dictionary.num_levels, geometry, plan)
+        scorer = make_scorer(targets, values, support, dictionary.num_levels, geometry, plan, start=start)
     record = ([], [], [], [], [])
     for t in range(steps):
         out = policy.step(
@@ -147,7 +148,10 @@ def env_rollout(
     plan = draft(policy, targets, painter.dictionary, painter.geometry, painter.max_steps)
     with torch.no_grad():
         values, support = (tensor.to(env.device) for tensor in painter.dictionary.patches())
-        scorer = make_scorer(targets, values, support, painter.dictionary.num_levels, painter.geometry, plan)
+        start = observation["canvas"].view(shape).clone()
+        scorer = make_scorer(
+            targets, values, support, painter.dictionary.num_levels, painter.geometry, plan, start=start
+        )
     record = ([], [], [], [], [])
     for t in range(painter.max_steps):
         out = policy.step(
@@ -199,7 +203,8 @@ def sample_batch(
             reference_rewards = rollout(policy, targets, dictionary, geometry, steps, mode="greedy", plan=plan).rewards
     values, support = dictionary.patches()
     values = values if fit_dictionary else values.detach()
-    sse = program_sse(repeated, out.actions, values, support, dictionary.num_levels, geometry)
+    start = dictionary.start_canvas(repeated)
+    sse = program_sse(repeated, out.actions, values, support, dictionary.num_levels, geometry, start)
     shape = (count, samples, steps)
     batch = SampleBatch(
         out.log_probs.view(shape),

@@ -22,8 +22,9 @@ class PlacementScorer:
 
     By the kernel's identity (see ``placement_rewards``) the reward of patch p with support m at a
     window is ``<m, c^2 - 2 x c> + [2 <x, p> - <1, p^2>]`` over the window (x target, c canvas).
-    The bracket does not depend on the canvas: it is ``placement_rewards`` on a blank canvas,
-    computed once per episode. The first term, ``terms``, is zero on the blank canvas. A step
+    The bracket does not depend on the canvas: it is ``placement_rewards`` on a black canvas,
+    computed once per episode. The first term, ``terms``, is zero on a black canvas and computed
+    once over the whole map on a ``start`` canvas (a background colour). A step
     changes it only at the ``(2R-1)^2`` positions whose windows overlap the painted one, so
     :meth:`painted` recomputes that block (a small conv2d with the K distinct supports: the L code
     levels of a prototype share theirs) and the best reward there, and copies both in with the
@@ -46,6 +47,7 @@ class PlacementScorer:
         num_levels: int,
         owner: torch.Tensor | None = None,
         plan_path: torch.Tensor | None = None,
+        start: torch.Tensor | None = None,
     ):
         batch, channels, height, width = targets.shape
         size = int(round(support.shape[-1] ** 0.5))
@@ -64,8 +66,12 @@ class PlacementScorer:
         self._energy_grid = CanvasGeometry(height + 2 * margin, width + 2 * margin, 3 * size - 2, 0)
         self._grid = CanvasGeometry(rows + 2 * margin, cols + 2 * margin, 2 * size - 1, 0)
         self._base_best = F.pad(base.unflatten(1, (-1, num_levels)).amax(2), (margin,) * 4).flatten(2)
-        self._best = self._base_best.amax(1, keepdim=True)
         self._terms = torch.zeros_like(self._base_best)
+        if start is not None:
+            energy = (start * (start - 2 * targets)).sum(1, keepdim=True)
+            energy = energy if self.visible is None else energy * self.visible
+            self._terms = F.pad(F.conv2d(energy, self.masks), (margin,) * 4).flatten(2)
+        self._best = (self._base_best + self._terms).amax(1, keepdim=True)
         if owner is not None:  # the bracket changes block by block: pad it too
             self._base = F.pad(base, (margin,) * 4).flatten(2)
             base = self._real_positions(self._base)
@@ -133,11 +139,12 @@ class PlanScorer:
     updates when the two blocks of a step hold more positions than the map (large patches on a
     small canvas)."""
 
-    def __init__(self, targets: torch.Tensor, values: torch.Tensor, support: torch.Tensor, owner: torch.Tensor):
+    def __init__(self, targets, values, support, owner: torch.Tensor, start: torch.Tensor | None = None):
         self.targets, self.values, self.support = targets, values, support
         self.owner = owner.view(targets.shape[0], 1, *targets.shape[-2:])
         self.size = int(round(support.shape[-1] ** 0.5))
-        self.step, self.canvas, self._rewards = 0, torch.zeros_like(targets), None
+        canvas = torch.zeros_like(targets) if start is None else start
+        self.step, self.canvas, self._rewards = 0, canvas, None
 
     def painted(self, canvas: torch.Tensor, cursor: torch.Tensor) -> None:
         self.step, self.canvas, self._rewards = self.step + 1, canvas, None
@@ -163,18 +170,21 @@ def make_scorer(
     geometry: CanvasGeometry,
     plan: torch.Tensor | None = None,
     block_updates: bool | None = None,
+    start: torch.Tensor | None = None,
 ) -> PlacementScorer | PlanScorer:
-    """The scorer of an encoding pass: of the whole canvas, or with a plan ``(B, T, 4)`` to rewrite,
-    updated block by block or (``block_updates=False``; by default when the two blocks of a step
-    would hold more positions than the map) over the whole map."""
+    """The scorer of an encoding pass that paints on ``start`` canvases (default black): of the
+    whole canvas, or with a plan ``(B, T, 4)`` to rewrite, updated block by block or
+    (``block_updates=False``; by default when the two blocks of a step would hold more positions
+    than the map) over the whole map."""
+    start = start if start is not None and bool(start.any()) else None  # black: nothing to add
     if plan is None:
-        return PlacementScorer(targets, values, support, num_levels)
+        return PlacementScorer(targets, values, support, num_levels, start=start)
     owner, _ = ownership(plan, support, num_levels, geometry)
     if block_updates is None:
         block_updates = 2 * (2 * geometry.patch_size - 1) ** 2 < geometry.rows * geometry.cols
     if not block_updates:
-        return PlanScorer(targets, values, support, owner)
-    return PlacementScorer(targets, values, support, num_levels, owner, cursor_path(plan, geometry))
+        return PlanScorer(targets, values, support, owner, start)
+    return PlacementScorer(targets, values, support, num_levels, owner, cursor_path(plan, geometry), start)
 
 
 def _window(images: torch.Tensor, cursor: torch.Tensor, grid: CanvasGeometry, new: torch.Tensor | None = None):

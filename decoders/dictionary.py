@@ -1,9 +1,16 @@
-"""The patch dictionary: K prototypes of R x R pixels, each with a support mask and a linear code.
+"""The patch dictionary: K prototypes of R x R pixels, each with a support mask and a linear code,
+and the background the programs paint on.
 
 Patch (k, b) is ``clamp(mean[k] + levels[b] * basis[k], 0, 1)`` inside the support of prototype
 k; the code b is quantised to ``L`` fixed levels in [-1, 1] (a single level 0 when L = 1, so the
 patch is the mean). This is LLGAE's ``mu_k + W_k b`` with a one-dimensional basis per prototype.
 Both ``mean`` and ``basis`` are trainable; the masks and levels are fixed buffers.
+
+The canvas starts black, or (``background_levels`` Q > 0) flat in each image's border colour: the
+median of its outer ring of pixels, per channel, quantised to Q levels. That colour is a code of
+``C log2 Q`` bits that the encoder writes before the program (``background_bits``): a photograph
+has no black background to leave unpainted, while on dark-background data the border colour is
+black and the background costs nothing but its bits.
 
 References:
 
@@ -43,8 +50,12 @@ class PatchDictionary(nn.Module):
         basis: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         num_levels: int = 1,
+        background_levels: int = 0,
     ):
         super().__init__()
+        if background_levels == 1 or background_levels < 0:
+            raise ValueError(f"background_levels must be 0 (black) or at least 2, got {background_levels}")
+        self.background_levels = int(background_levels)
         if mean.dim() != 4 or mean.shape[-1] != mean.shape[-2]:
             raise ValueError(f"mean must have shape (K, C, R, R), got {tuple(mean.shape)}")
         if not torch.isfinite(mean).all() or (basis is not None and not torch.isfinite(basis).all()):
@@ -82,6 +93,22 @@ class PatchDictionary(nn.Module):
         """Number of distinct (k, b) patches: K * L."""
         return self.num_prototypes * self.num_levels
 
+    @property
+    def background_bits(self) -> float:
+        """Bits per image of the background colour: ``C log2 Q`` (0 for a black canvas)."""
+        return self.channels * math.log2(self.background_levels) if self.background_levels else 0.0
+
+    def background_colours(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C)``: the colour each image's canvas starts from (zeros for a black canvas)."""
+        if not self.background_levels:
+            return images.new_zeros(images.shape[:2])
+        return border_colours(images, self.background_levels)
+
+    def start_canvas(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)``: the canvas a program paints on for each of ``images``."""
+        colours = self.background_colours(images)
+        return colours[:, :, None, None].expand_as(images).contiguous()
+
     def patches(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every (k, b) patch, flattened: values ``(K*L, C, R*R)`` and support ``(K*L, 1, R*R)``.
 
@@ -101,6 +128,7 @@ class PatchDictionary(nn.Module):
             "channels": self.channels,
             "patch_size": self.patch_size,
             "num_levels": self.num_levels,
+            "background_levels": self.background_levels,
         }
 
     def save(self, path: str | Path) -> None:
@@ -115,8 +143,8 @@ class PatchDictionary(nn.Module):
     def from_payload(cls, payload: dict, where: str = "payload") -> PatchDictionary:
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise ValueError(f"{where} does not hold a painter dictionary (no '{FORMAT}' payload)")
-        state = payload["state"]
-        return cls(state["mean"], state["basis"], state["mask"], num_levels=state["levels"].numel())
+        state, background = payload["state"], payload.get("config", {}).get("background_levels", 0)
+        return cls(state["mean"], state["basis"], state["mask"], state["levels"].numel(), background)
 
     @classmethod
     def load(cls, path: str | Path) -> PatchDictionary:
@@ -125,6 +153,17 @@ class PatchDictionary(nn.Module):
         if isinstance(payload, dict) and isinstance(payload.get("dictionary"), dict):
             payload = payload["dictionary"]
         return cls.from_payload(payload, where=str(path))
+
+
+def border_colours(images: torch.Tensor, levels: int, width: int = 2) -> torch.Tensor:
+    """``(B, C)``: the median of each image's outer ``width`` rows and columns of pixels, per channel,
+    quantised to ``levels`` evenly spaced values in [0, 1]."""
+    height, cols = images.shape[-2:]
+    width = max(1, min(width, min(height, cols) // 4))
+    ring = torch.ones(height, cols, dtype=torch.bool, device=images.device)
+    ring[width : height - width, width : cols - width] = False
+    median = images[:, :, ring].median(dim=2).values
+    return (median * (levels - 1)).round() / (levels - 1)
 
 
 def sample_patches(
@@ -182,6 +221,7 @@ def dictionary_from_images(
     seed: int = 0,
     num_samples: int = 20000,
     support_threshold: float = 0.0,
+    background_levels: int = 0,
 ) -> PatchDictionary:
     """Initialise a dictionary from data: k-means++ over non-empty patches (deterministic per seed).
 
@@ -190,7 +230,8 @@ def dictionary_from_images(
     The support of a prototype is where some code level paints above ``support_threshold``
     (``mean + |basis|``, brightest channel; always its brightest pixel): outside it the patch leaves
     the canvas as it is, so strokes on a blank background compose instead of erasing each other.
-    0 gives full square supports.
+    0 gives full square supports. ``background_levels`` sets the dictionary's background (see the
+    module docstring).
     """
     if num_prototypes < 1:
         raise ValueError(f"num_prototypes must be >= 1, got {num_prototypes}")
@@ -213,7 +254,7 @@ def dictionary_from_images(
     shape = (num_prototypes, channels, patch_size, patch_size)
     mean, basis = torch.stack(means).view(shape), torch.stack(bases).view(shape)
     support = ink_support(mean, basis, support_threshold) if support_threshold > 0 else None
-    return PatchDictionary(mean, basis, support, num_levels=num_levels)
+    return PatchDictionary(mean, basis, support, num_levels, background_levels)
 
 
 def ink_support(mean: torch.Tensor, basis: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -232,8 +232,10 @@ def decode(
     support: torch.Tensor,
     num_levels: int,
     geometry: CanvasGeometry,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Paint whole programs ``(B, T, 4)`` onto blank canvases: ``(B, C, H, W)``.
+    """Paint whole programs ``(B, T, 4)`` onto the ``start`` canvases ``(B, C, H, W)`` (default
+    black; ``PatchDictionary.start_canvas``): ``(B, C, H, W)``.
 
     Differentiable in the patch ``values`` ``(K*L, C, R*R)`` (from ``PatchDictionary.patches()``):
     each pixel's value is gathered from the last patch that covered it, so its gradient flows to
@@ -241,8 +243,9 @@ def decode(
     """
     batch = actions.shape[0]
     channels, area = values.shape[1], values.shape[2]
+    blank = values.new_zeros(batch, channels, geometry.height, geometry.width) if start is None else start
     if actions.shape[1] == 0:
-        return values.new_zeros(batch, channels, geometry.height, geometry.width)
+        return blank.clone()
     owner, offset = ownership(actions, support, num_levels, geometry)
     ids = patch_ids(actions, num_levels)
     painted = owner >= 0
@@ -250,7 +253,7 @@ def decode(
     flat = (owner_patch * area + offset).reshape(-1)
     table = values.transpose(0, 1).reshape(channels, -1)
     canvas = table[:, flat].view(channels, batch, -1).transpose(0, 1)
-    canvas = canvas * painted.unsqueeze(1)
+    canvas = torch.where(painted.unsqueeze(1), canvas, blank.reshape(batch, channels, -1))
     return canvas.reshape(batch, channels, geometry.height, geometry.width)
 
 

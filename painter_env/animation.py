@@ -25,7 +25,7 @@ def rollout_frames(
     geometry: CanvasGeometry,
     scale: int = 4,
 ) -> list[np.ndarray]:
-    """Frames ``0..T`` (blank canvas, then after each action) of programs ``(B, T, 4)``.
+    """Frames ``0..T`` (the start canvas, then after each action) of programs ``(B, T, 4)``.
 
     Each frame stacks the B images' target | canvas | residual panels vertically. The canvases
     are painted by the kernel's ``decode`` of each prefix of the programs.
@@ -33,10 +33,11 @@ def rollout_frames(
     values, support = dictionary.patches()
     targets, actions = targets.detach().cpu(), actions.detach().cpu()
     values, support = values.cpu(), support.cpu()
+    start = dictionary.start_canvas(targets)
     path = cursor_path(actions, geometry)
     frames = []
     for step in range(actions.shape[1] + 1):
-        canvases = decode(actions[:, :step], values, support, dictionary.num_levels, geometry)
+        canvases = decode(actions[:, :step], values, support, dictionary.num_levels, geometry, start)
         panels = [
             render_frame(
                 targets[b].numpy(),

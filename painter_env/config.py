@@ -18,6 +18,7 @@ import torch
 from decoders.dictionary import PatchDictionary, dictionary_from_images
 from decoders.kernel import CanvasGeometry
 from painter_env.datasets import DATASETS, ImageSet, load_images
+from painter_env.defaults import BACKGROUND_LEVELS, background_levels, probe_patch_size
 from painter_env.shapes import SHAPE_NAMES, shapes_dictionary
 
 DEFAULT_PROTOTYPES = 32
@@ -43,6 +44,7 @@ class PainterConfig:
     move_radius: int | None = None
     max_steps: int | None = None
     dictionary: str | os.PathLike | PatchDictionary | None = None
+    background: str | None = None
     max_shapes: int = 4
     support_threshold: float = DEFAULT_SUPPORT_THRESHOLD
     seed: int = 0
@@ -61,6 +63,10 @@ class PainterConfig:
                 _require_int(name, getattr(self, name), minimum=minimum)
         if self.image_size is not None and self.patch_size is not None and self.patch_size > self.image_size:
             raise ValueError(f"patch_size {self.patch_size} is larger than image_size {self.image_size}")
+        if self.background not in (None, "black", "border"):
+            raise ValueError(
+                f"background must be 'black', 'border' or None (chosen from the data), got {self.background!r}"
+            )
         if not 0.0 <= self.support_threshold < 1.0:
             raise ValueError(f"support_threshold must be in [0, 1), got {self.support_threshold!r}")
         if self.dataset not in DATASETS[:-1] and not str(self.dataset).startswith("folder:"):
@@ -96,16 +102,17 @@ class Painter:
 
 
 def default_patch_size(height: int, width: int, steps: int) -> int:
-    """The patch size R for which the T strokes of a program together cover about half the canvas,
-    ``T R^2 ~ H W / 2``: large strokes for short programs, small ones for long programs."""
+    """The patch size R of ``shapes`` scenes: the T strokes of a program together cover about half
+    the canvas, ``T R^2 ~ H W / 2``."""
     return max(1, min(height, width, round(math.sqrt(height * width / (2 * steps)))))
 
 
 def build_painter(config: PainterConfig) -> Painter:
     """Load the data, resolve the dictionary and the geometry; ``ValueError`` on impossible settings.
 
-    The painter's ``config`` holds the resolved values: ``max_steps`` and ``patch_size`` (from the
-    given dictionary, else :func:`default_patch_size`) are never None there.
+    The painter's ``config`` holds the resolved values: ``max_steps``, ``patch_size`` (from the
+    given dictionary, else chosen from the data by ``painter_env.defaults``) and ``background``
+    are never None there.
     """
     steps = config.max_steps or DEFAULT_STEPS.get(config.dataset, DEFAULT_STEPS_OTHER)
     given = given_dictionary(config)
@@ -114,15 +121,31 @@ def build_painter(config: PainterConfig) -> Painter:
         size = config.image_size or SHAPES_IMAGE_SIZE
         patch_size = default_patch_size(size, size, steps)
     data = load_images(
-        config.dataset, config.split, config.data_root, config.download, config.image_size, patch_size,
-        config.num_levels or DEFAULT_LEVELS, config.max_shapes, config.seed,
-    )  # fmt: skip
+        config.dataset,
+        config.split,
+        config.data_root,
+        config.download,
+        config.image_size,
+        patch_size,
+        config.num_levels or DEFAULT_LEVELS,
+        config.max_shapes,
+        config.seed,
+    )
     height, width = data.images.shape[-2:]
-    patch_size = patch_size or default_patch_size(height, width, steps)
+    if patch_size is None:
+        patch_size, _ = probe_patch_size(
+            data.images,
+            steps,
+            config.num_prototypes or DEFAULT_PROTOTYPES,
+            config.num_levels or DEFAULT_LEVELS,
+            config.support_threshold,
+            config.seed,
+        )
     if patch_size > min(height, width):
         raise ValueError(f"patch_size {patch_size} is larger than the images ({height}x{width})")
     config = dataclasses.replace(config, patch_size=patch_size, max_steps=steps)
     dictionary = given if given is not None else data_dictionary(config, data)
+    config = dataclasses.replace(config, background="border" if dictionary.background_levels else "black")
     check_dictionary(config, data, dictionary)
     move_radius = max(height, width) - patch_size if config.move_radius is None else config.move_radius
     geometry = CanvasGeometry(height, width, patch_size, move_radius)
@@ -140,10 +163,19 @@ def data_dictionary(config: PainterConfig, data: ImageSet) -> PatchDictionary:
     """The ground-truth shapes, or k-means++ over patches of the data."""
     if config.dataset == "shapes" and config.num_prototypes in (None, len(SHAPE_NAMES)):
         return shapes_dictionary(config.patch_size, config.num_levels or DEFAULT_LEVELS, data.channels)
+    if config.background is None:
+        background = background_levels(data.images)
+    else:
+        background = BACKGROUND_LEVELS if config.background == "border" else 0
     payload = _kmeans_payload(
-        data.images, config.patch_size, config.num_prototypes or DEFAULT_PROTOTYPES,
-        config.num_levels or DEFAULT_LEVELS, config.support_threshold, config.seed,
-    )  # fmt: skip
+        data.images,
+        config.patch_size,
+        config.num_prototypes or DEFAULT_PROTOTYPES,
+        config.num_levels or DEFAULT_LEVELS,
+        config.support_threshold,
+        config.seed,
+        background,
+    )
     return PatchDictionary.from_payload(payload)
 
 
@@ -153,9 +185,11 @@ def check_dictionary(config: PainterConfig, data: ImageSet, dictionary: PatchDic
             f"the dictionary has {dictionary.channels}-channel {dictionary.patch_size}x{dictionary.patch_size} "
             f"patches but the data needs {data.channels}-channel {config.patch_size}x{config.patch_size} patches"
         )
+    background = None if config.background is None else config.background == "border"
     for name, wanted, actual in (
         ("num_prototypes", config.num_prototypes, dictionary.num_prototypes),
         ("num_levels", config.num_levels, dictionary.num_levels),
+        ("background 'border'", background, bool(dictionary.background_levels)),
     ):
         if wanted is not None and wanted != actual:
             raise ValueError(f"{name}={wanted} conflicts with the dictionary, which has {actual}")
@@ -163,11 +197,17 @@ def check_dictionary(config: PainterConfig, data: ImageSet, dictionary: PatchDic
 
 @lru_cache(maxsize=8)
 def _kmeans_payload(
-    images: torch.Tensor, patch_size: int, num_prototypes: int, num_levels: int, threshold: float, seed: int
+    images: torch.Tensor,
+    patch_size: int,
+    num_prototypes: int,
+    num_levels: int,
+    threshold: float,
+    seed: int,
+    background: int,
 ) -> dict:
     """k-means++ dictionary of a (cached, hence identical) image tensor; each env gets its own copy."""
     dictionary = dictionary_from_images(
-        images, num_prototypes, patch_size, num_levels, seed, support_threshold=threshold
+        images, num_prototypes, patch_size, num_levels, seed, 20000, threshold, background
     )
     return dictionary.to_payload()
 

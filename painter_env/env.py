@@ -109,6 +109,7 @@ class PainterEnv(gym.Env):
         self._bounds = self._nvec.tolist()
         self._geometry = self.painter.geometry
         self._images = self.painter.data.images.flatten(2)
+        self._backgrounds = self.painter.dictionary.background_colours(self.painter.data.images)
         self.refresh_dictionary()
         self._levels = self.painter.dictionary.num_levels
         self._index = 0
@@ -136,11 +137,11 @@ class PainterEnv(gym.Env):
             raise ValueError(f"options['index'] = {index} is outside the split's 0..{count - 1}")
         self._index = int(index)
         self._target = self._images[self._index : self._index + 1]
-        self._canvas.zero_()
+        self._canvas.copy_(self._backgrounds[self._index].view(1, -1, 1))
         self._cursor = self._start
         self._steps = 0
-        target = self._target.numpy().astype(np.float64).ravel()
-        self._sse = float(np.dot(target, target))
+        residual = (self._target - self._canvas).numpy().astype(np.float64).ravel()
+        self._sse = float(np.dot(residual, residual))
         self._sse_start = self._sse
         return self._observation(), self._info()
 

@@ -67,7 +67,13 @@ class PainterVectorEnv(VectorEnv):
         self._nvec = torch.as_tensor(self.single_action_space.nvec, device=self.device)
         self._lowest_action, self._highest_action = torch.zeros_like(self._nvec), self._nvec - 1
         self._images = self.painter.data.images.flatten(2).to(self.device)
-        self._image_sse = self._images.flatten(1).square().sum(1)  # SSE of the blank canvas, per image
+        # Each image's background colour (None: black, every canvas starts at zero).
+        dictionary = self.painter.dictionary
+        self._backgrounds = None
+        if dictionary.background_levels:
+            self._backgrounds = dictionary.background_colours(self.painter.data.images).to(self.device)
+        backgrounds = 0.0 if self._backgrounds is None else self._backgrounds.unsqueeze(-1)
+        self._image_sse = (self._images - backgrounds).flatten(1).square().sum(1)  # SSE of the start canvas
         self._levels = self.painter.dictionary.num_levels
         self.refresh_dictionary()
         channels, pixels = self._images.shape[1:]
@@ -120,7 +126,10 @@ class PainterVectorEnv(VectorEnv):
         sse = self._image_sse.index_select(0, indices)
         if rows is None:  # the usual case: episodes have one length, so all envs end together
             torch.index_select(self._images, 0, indices, out=self._target)
-            self._canvas.zero_()
+            if self._backgrounds is None:
+                self._canvas.zero_()
+            else:
+                self._canvas.copy_(self._start_canvas(indices))
             self._cursor.copy_(self._start.expand_as(self._cursor))
             self._steps.zero_()
             for buffer, values in ((self._index, indices), (self._sse, sse), (self._optimal, sse)):
@@ -128,13 +137,21 @@ class PainterVectorEnv(VectorEnv):
             self._needs_reset = None
             return
         self._target.index_copy_(0, rows, self._images.index_select(0, indices))
-        self._canvas.index_fill_(0, rows, 0.0)
+        if self._backgrounds is None:
+            self._canvas.index_fill_(0, rows, 0.0)
+        else:
+            self._canvas.index_copy_(0, rows, self._start_canvas(indices))
         self._cursor.index_copy_(0, rows, self._start.expand(count, 2).contiguous())
         self._steps.index_fill_(0, rows, 0)
         for buffer, values in ((self._index, indices), (self._sse, sse), (self._optimal, sse)):
             buffer.index_copy_(0, rows, values)
         if self._needs_reset is not None:
             self._needs_reset.index_fill_(0, rows, False)
+
+    def _start_canvas(self, indices: torch.Tensor) -> torch.Tensor:
+        """``(n, C, H*W)``: the start canvases (in their background colours) of images ``indices``."""
+        colours = self._backgrounds.index_select(0, indices).unsqueeze(-1)
+        return colours.expand(-1, -1, self._images.shape[-1]).contiguous()
 
     def step(self, actions):
         actions = self._checked(actions)

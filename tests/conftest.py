@@ -13,6 +13,26 @@ MNIST_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 SMALL_SHAPES = dict(dataset="shapes", image_size=12, patch_size=5, max_shapes=2, max_steps=4)
 
 
+@pytest.fixture(scope="session")
+def colour_folder(tmp_path_factory) -> dict:
+    """``Painter-v0`` keywords for a folder of 120 small colour pictures (no black borders, so the
+    canvas starts in each picture's border colour)."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("colour")
+    generator = torch.Generator().manual_seed(0)
+    for index in range(120):
+        pixels = torch.rand(12, 12, 3, generator=generator) * 0.3 + torch.rand(1, 1, 3, generator=generator) * 0.7
+        Image.fromarray((pixels * 255).byte().numpy()).save(folder / f"{index:03d}.png")
+    return dict(dataset=f"folder:{folder}", split="all", patch_size=4, max_steps=4, num_prototypes=6)
+
+
+@pytest.fixture(params=["shapes", "colour"])
+def small_painter(request) -> dict:
+    """Small ``Painter-v0`` keywords: shapes on a black canvas, colour pictures on their backgrounds."""
+    return SMALL_SHAPES if request.param == "shapes" else request.getfixturevalue("colour_folder")
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread: much faster than two on a busy 2-core machine; restored afterwards."""

@@ -102,14 +102,22 @@ def evaluate_encoder(
         values, support = dictionary.patches()
         canvases = torch.cat(
             [
-                decode(programs[i : i + batch_size], values, support, dictionary.num_levels, painter.geometry)
+                decode(
+                    programs[i : i + batch_size],
+                    values,
+                    support,
+                    dictionary.num_levels,
+                    painter.geometry,
+                    dictionary.start_canvas(images[i : i + batch_size].to(device)),
+                )
                 for i in range(0, len(programs), batch_size)
             ]
         )
     geometry = painter.geometry
     num_actions = geometry.num_moves**2 * dictionary.num_patches
     images = images.to(device)
-    metrics = reconstruction_metrics(images, canvases, program_bits(programs.shape[1], num_actions), seconds)
+    bits = program_bits(programs.shape[1], num_actions) + dictionary.background_bits
+    metrics = reconstruction_metrics(images, canvases, bits, seconds)
     if painter.data.programs is not None:  # shapes: the optimal return is the blank canvas's SSE
         blank = images.square().flatten(1).sum(1).mean()
         metrics["optimal_return_fraction"] = float((blank - metrics["sse"]) / blank)

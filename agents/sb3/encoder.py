@@ -53,7 +53,7 @@ def _rollout(model: BaseAlgorithm, targets: torch.Tensor, painter: Painter) -> t
     values, support = (tensor.detach().to(device) for tensor in painter.dictionary.patches())
     batch, channels = targets.shape[:2]
     target_flat = targets.reshape(batch, channels, -1).float()
-    canvas = torch.zeros_like(target_flat)
+    canvas = painter.dictionary.start_canvas(targets.float()).reshape(batch, channels, -1)
     cursor = torch.tensor(geometry.start, device=device).repeat(batch, 1)
     shape = (batch, *model.observation_space["target"].shape)
     target_array = targets.float().cpu().numpy().reshape(shape)

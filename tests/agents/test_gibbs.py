@@ -3,8 +3,8 @@
 import torch
 
 from agents.gibbs import positions_to_actions, program_sse, refine_programs
-from agents.greedy import greedy_programs, reachable
 from decoders.dictionary import PatchDictionary
+from decoders.greedy import greedy_programs, reachable
 from decoders.kernel import CanvasGeometry, cursor_path, decode, ownership, patch_ids, placement_rewards
 
 

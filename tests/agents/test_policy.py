@@ -35,18 +35,25 @@ def _targets(count=6, seed=1):
     return torch.rand(count, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["black", "background"])
 @pytest.mark.parametrize("with_plan, block_updates", [(False, None), (True, True), (True, False)])
-def test_scorer_kept_up_to_date_step_by_step_matches_placement_rewards(with_plan, block_updates):
+def test_scorer_kept_up_to_date_step_by_step_matches_placement_rewards(with_plan, block_updates, background):
     """After each painted step (windows at the edges too) the scorer agrees with a full recomputation;
-    with a plan, one that counts only the pixels the plan's later steps leave visible."""
+    with a plan, one that counts only the pixels the plan's later steps leave visible; on a black
+    canvas or one that starts in a background colour."""
     dictionary, targets = _dictionary(), _targets()
     values, support = (tensor.detach() for tensor in dictionary.patches())
     generator = torch.Generator().manual_seed(2)
     high = torch.tensor([GEOMETRY.num_moves, GEOMETRY.num_moves, dictionary.num_prototypes, dictionary.num_levels])
     plan = (torch.rand(6, 13, 4, generator=generator) * high).long() if with_plan else None
-    scorer = make_scorer(targets, values, support, dictionary.num_levels, GEOMETRY, plan, block_updates)
+    start = torch.rand(6, 1, 1, 1, generator=generator).expand(6, 1, 8, 8).contiguous() if background else None
+    scorer = make_scorer(targets, values, support, dictionary.num_levels, GEOMETRY, plan, block_updates, start)
     owner = ownership(plan, support, dictionary.num_levels, GEOMETRY)[0].view(6, 1, 8, 8) if with_plan else None
-    canvas, cursor = torch.zeros(6, 1, 64), torch.tensor(GEOMETRY.start).repeat(6, 1)
+    canvas = torch.zeros(6, 1, 64) if start is None else start.reshape(6, 1, 64).clone()
+    cursor = torch.tensor(GEOMETRY.start).repeat(6, 1)
+    visible = (owner <= 0).float() if with_plan else None
+    expected = placement_rewards(targets, canvas.view_as(targets), values, support, 3, visible)
+    assert torch.allclose(scorer.best(), expected.amax(1), atol=1e-5)  # before the first step too
     row, col = torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([5, 4, 3, 2, 1, 0])
     corners = set()
     for step in range(1, 13):
@@ -170,15 +177,15 @@ def test_first_action_frequencies_match_the_policy_probabilities(passes):
 
 
 @pytest.mark.parametrize("passes", [1, 2])
-def test_env_rollout_agrees_with_the_kernel_rollout(passes):
-    env = gymnasium.make_vec("Painter-v0", num_envs=5, image_size=12, patch_size=4, max_steps=3).unwrapped
-    dictionary = env.painter.dictionary
+def test_env_rollout_agrees_with_the_kernel_rollout(passes, small_painter):
+    env = gymnasium.make_vec("Painter-v0", num_envs=5, **small_painter).unwrapped
+    dictionary, steps = env.painter.dictionary, env.painter.max_steps
     torch.manual_seed(0)
     sizes = dict(hidden_size=16, passes=passes)
     policy = policy_for(env.painter.geometry, dictionary, **sizes)
     with torch.no_grad():
         targets, from_env = env_rollout(policy, env, indices=torch.arange(5), mode="greedy")
-        direct = rollout(policy, targets, dictionary, env.painter.geometry, 3, mode="greedy")
+        direct = rollout(policy, targets, dictionary, env.painter.geometry, steps, mode="greedy")
     assert torch.equal(from_env.actions, direct.actions)
     assert torch.allclose(from_env.rewards, direct.rewards, atol=1e-5)
     assert torch.allclose(from_env.canvas, direct.canvas, atol=1e-6)

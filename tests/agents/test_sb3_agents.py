@@ -9,12 +9,12 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.preprocessing import preprocess_obs
 
 import painter_env  # noqa: F401  (registers Painter-v0)
-from agents.greedy import greedy_programs, reachable
 from agents.sb3 import FlattenMultiDiscrete, PainterExtractor, PainterVecEnv, painter_policy_kwargs, sb3_programs
 from agents.sb3.algorithms import load_sb3_model, saved_algorithm
 from agents.sb3.encoder import policy_programs
 from agents.sb3.extractor import start_from_matched_filter
 from agents.sb3.wrappers import HorizonIsTerminal, split_joint_moves
+from decoders.greedy import greedy_programs, reachable
 from decoders.kernel import decode, move_cursor, placement_rewards
 from train.common.metrics import sse_per_image
 

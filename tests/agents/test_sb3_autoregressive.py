@@ -7,12 +7,12 @@ import pytest
 import torch
 from stable_baselines3 import A2C, PPO
 
-from agents.greedy import greedy_programs
 from agents.sb3 import AutoregressiveDistribution, PainterMultiInputPolicy, PainterVecEnv, painter_policy_kwargs
 from agents.sb3.algorithms import load_sb3_model
 from agents.sb3.autoregressive import NEGATIVE
 from agents.sb3.encoder import policy_programs
 from agents.sb3.extractor import start_from_matched_filter
+from decoders.greedy import greedy_programs
 from decoders.kernel import decode
 from train.common.metrics import sse_per_image
 

@@ -1,9 +1,12 @@
 """The patch dictionary: data initialisation, patches, saving and loading."""
 
+import math
+
 import pytest
 import torch
 
 from decoders.dictionary import PatchDictionary, code_levels, dictionary_from_images
+from decoders.kernel import CanvasGeometry, decode
 from decoders.storage import atomic_save
 from painter_env.datasets import load_images
 from tests.conftest import random_dictionary
@@ -76,3 +79,34 @@ def test_ink_support_keeps_the_pixels_some_level_paints_and_never_empties_a_prot
     support = ink_support(mean, basis, 0.2)
     assert support[0, 0].nonzero().tolist() == [[0, 0], [1, 1]]
     assert support[1, 0].nonzero().tolist() == [[2, 2]]
+
+
+def test_the_background_is_each_images_quantised_border_colour_and_its_bits_are_counted():
+    images = torch.zeros(2, 3, 10, 10)
+    images[0] = torch.tensor([0.2, 0.5, 0.9]).view(3, 1, 1)  # a flat colour
+    images[0, :, 3:7, 3:7] = 1.0  # an object inside the border does not change it
+    dictionary = PatchDictionary(torch.rand(4, 3, 3, 3), num_levels=2, background_levels=5)
+    colours = dictionary.background_colours(images)
+    torch.testing.assert_close(colours, torch.tensor([[0.25, 0.5, 1.0], [0.0, 0.0, 0.0]]))
+    start = dictionary.start_canvas(images)
+    assert start.shape == images.shape and torch.equal(start[0, :, 5, 5], colours[0])
+    assert dictionary.background_bits == pytest.approx(3 * math.log2(5))
+    black = PatchDictionary(torch.rand(4, 3, 3, 3))
+    assert black.background_bits == 0 and not black.start_canvas(images).any()
+    loaded = PatchDictionary.from_payload(dictionary.to_payload())
+    assert loaded.background_levels == 5
+    with pytest.raises(ValueError, match="background_levels"):
+        PatchDictionary(torch.rand(4, 3, 3, 3), background_levels=1)
+
+
+def test_decode_paints_on_the_start_canvas():
+    generator = torch.Generator().manual_seed(0)
+    dictionary = PatchDictionary(torch.rand(2, 1, 2, 2, generator=generator), num_levels=1, background_levels=8)
+    geometry = CanvasGeometry(4, 4, 2, 2)
+    images = torch.rand(3, 1, 4, 4, generator=generator)
+    start = dictionary.start_canvas(images)
+    values, support = dictionary.patches()
+    actions = torch.tensor([[[0, 0, 1, 0]]] * 3)  # a move clamped to the top-left corner, then patch 1
+    canvas = decode(actions, values.detach(), support, 1, geometry, start)
+    assert torch.equal(canvas[:, :, 2:, 2:], start[:, :, 2:, 2:])  # unpainted pixels keep the background
+    assert torch.equal(canvas[:, 0, :2, :2], values[1, 0].detach().view(1, 2, 2).expand(3, 2, 2))

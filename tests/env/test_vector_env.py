@@ -25,17 +25,17 @@ def test_make_vec_gives_the_native_batched_env():
     assert isinstance(observation["canvas"], torch.Tensor) and isinstance(info["sse"], torch.Tensor)
 
 
-def test_batched_env_agrees_exactly_with_single_envs():
+def test_batched_env_agrees_exactly_with_single_envs(small_painter):
     num_envs, generator = 5, torch.Generator().manual_seed(0)
-    batched = gymnasium.make_vec("Painter-v0", num_envs=num_envs, **SMALL_SHAPES)
-    singles = [gymnasium.make("Painter-v0", **SMALL_SHAPES) for _ in range(num_envs)]
+    batched = gymnasium.make_vec("Painter-v0", num_envs=num_envs, **small_painter)
+    singles = [gymnasium.make("Painter-v0", **small_painter) for _ in range(num_envs)]
     indices = torch.tensor([0, 3, 3, 17, 99])
     observation, info = batched.reset(seed=0, options={"indices": indices})
     single_obs = [env.reset(options={"index": int(i)})[0] for env, i in zip(singles, indices)]
     for n, obs in enumerate(single_obs):
         for key in obs:
             np.testing.assert_array_equal(observation[key][n].numpy(), obs[key])
-    for _step in range(SMALL_SHAPES["max_steps"]):
+    for _step in range(small_painter["max_steps"]):
         actions = sample_actions(batched, generator)
         observation, reward, terminated, truncated, info = batched.step(actions)
         for n, env in enumerate(singles):
@@ -109,21 +109,31 @@ def test_partial_reset_restarts_only_the_masked_envs():
         env.reset(options={"reset_mask": torch.zeros(5, dtype=torch.bool)})
 
 
-@pytest.mark.parametrize("canvas", ["small", "large"])
-def test_resets_leave_blank_canvases(canvas):
-    """Partial resets and autoresets blank the canvases, whether the windows cover much of them or little."""
-    kwargs = SMALL_SHAPES if canvas == "small" else {**SMALL_SHAPES, "image_size": 24, "patch_size": 3}
+@pytest.mark.parametrize("canvas", ["small", "large", "colour"])
+def test_resets_leave_start_canvases(canvas, colour_folder):
+    """Partial resets and autoresets put back the start canvases (black, or each image's background),
+    whether the windows cover much of them or little."""
+    kwargs = {"small": SMALL_SHAPES, "large": {**SMALL_SHAPES, "image_size": 24, "patch_size": 3}}.get(
+        canvas, colour_folder
+    )
     env = gymnasium.make_vec("Painter-v0", num_envs=6, **kwargs)
+    dictionary = env.unwrapped.painter.dictionary
     generator = torch.Generator().manual_seed(6)
     env.reset(seed=6)
     autoresets = 0
+
+    def start(observation):
+        targets = observation["target"].view(-1, *env.unwrapped.painter.image_shape)
+        return dictionary.start_canvas(targets).flatten(1)
+
     for step in range(3 * (kwargs["max_steps"] + 1)):
         if step == 2:  # a partial reset mid-episode, then autoresets
             observation, _ = env.reset(options={"reset_mask": torch.tensor([True, False] * 3)})
-            assert (observation["canvas"][::2] == 0).all() and (observation["canvas"][1::2] != 0).any()
+            assert torch.equal(observation["canvas"][::2], start(observation)[::2])
+            assert (observation["canvas"][1::2] != start(observation)[1::2]).any()
         observation, reward, _, truncated, info = env.step(sample_actions(env, generator))
         fresh = observation["step"] == 0
-        assert (observation["canvas"][fresh] == 0).all() and (reward[fresh] == 0).all()
+        assert torch.equal(observation["canvas"][fresh], start(observation)[fresh]) and (reward[fresh] == 0).all()
         autoresets += int(fresh.sum())
         true_sse = (observation["target"] - observation["canvas"]).square().sum(1)
         torch.testing.assert_close(info["sse"], true_sse, atol=1e-4, rtol=1e-5)

@@ -30,7 +30,7 @@ class PainterArgs(CommonArgs):
     )
     patch_size: int = arg(
         None,
-        "patch size R (default: the given dictionary's, else T R^2 about half the canvas: 7 for T=8 at 28x28)",
+        "patch size R (default: the given dictionary's; shapes: its scenes'; else probed on the fit split)",
         type=int,
         at_least=1,
     )
@@ -46,6 +46,13 @@ class PainterArgs(CommonArgs):
         0.1, "k-means++ dictionaries: a prototype paints only where it is brighter than this (0: its whole square)"
     )
     dictionary: str = arg(None, "start from this dictionary file or checkpoint", type=str)
+    background: str = arg(
+        None,
+        "the canvas starts black, or in each image's border colour (default: border if the fit images' borders are "
+        "not black)",
+        type=str,
+        choices=("black", "border"),
+    )
 
 
 def env_config(args: PainterArgs, split: str, dictionary: PatchDictionary | None = None) -> PainterConfig:
@@ -62,6 +69,7 @@ def env_config(args: PainterArgs, split: str, dictionary: PatchDictionary | None
         move_radius=args.move_radius,
         max_steps=args.steps,
         dictionary=dictionary if dictionary is not None else args.dictionary,
+        background=args.background,
         support_threshold=args.support_threshold,
         seed=args.seed,
     )
@@ -69,14 +77,14 @@ def env_config(args: PainterArgs, split: str, dictionary: PatchDictionary | None
 
 def fit_action_space(args: PainterArgs, dictionary: PatchDictionary | None = None) -> PainterArgs:
     """``args`` with ``steps`` and ``move_radius`` for ``--match-bits`` (unchanged without it, or
-    when ``--steps`` is given): the program length T whose bits, T log2((2M+1)^2 K L), are closest
-    to the budget (at least one step).
+    when ``--steps`` is given): the program length T whose bits, T log2((2M+1)^2 K L) plus the
+    background's, are closest to the budget (at least one step).
 
     M is ``--move-radius`` if given, else the smallest radius that reaches every position from the
     centre, where episodes start: the whole-canvas radius codes about four times as many moves as
     there are positions, so it spends about 2 bits per step on moves that clamp. The default patch
-    size depends on T and the bits per step on the patch size, so T is found as a fixed point,
-    starting from the dataset's default length.
+    size is chosen for T (``painter_env.defaults``) and the bits per step depend on the patch size,
+    so T is found as a fixed point, starting from the dataset's default length.
     """
     if args.match_bits is None or args.steps is not None:
         return args
@@ -86,5 +94,5 @@ def fit_action_space(args: PainterArgs, dictionary: PatchDictionary | None = Non
         move_radius = painter.geometry.centre_radius if args.move_radius is None else args.move_radius
         radius_for[steps] = move_radius
         per_step = math.log2((2 * move_radius + 1) ** 2 * painter.dictionary.num_patches)
-        steps = max(1, round(args.match_bits / per_step))
+        steps = max(1, round((args.match_bits - painter.dictionary.background_bits) / per_step))
     return dataclasses.replace(args, steps=steps, move_radius=radius_for[steps])

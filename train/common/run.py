@@ -98,7 +98,7 @@ class Budget:
         self.seconds, self.cap, self.unit, self.done = 60.0 * minutes, cap, unit, done
         self.began = time.perf_counter() - elapsed
         if self.seconds:
-            shown = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} of " + _clock(self.seconds) + "{postfix}"
+            shown = "{desc}{percentage:3.0f}%|{bar}| {elapsed} of " + _clock(self.seconds) + "{postfix}"
             self.bar = tqdm(total=self.seconds, initial=min(elapsed, self.seconds), bar_format=shown, disable=quiet)
         else:
             self.bar = tqdm(total=cap, initial=done, unit=unit, disable=quiet)

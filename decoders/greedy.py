@@ -32,7 +32,7 @@ def greedy_programs(
     values, support = (tensor.to(device) for tensor in dictionary.patches())
     levels = dictionary.num_levels
     target_flat = targets.reshape(batch, channels, -1)
-    canvas = torch.zeros_like(target_flat)
+    canvas = dictionary.start_canvas(targets).reshape(batch, channels, -1)
     cursor = torch.tensor(geometry.start, device=device).repeat(batch, 1)
     actions = []
     for _ in range(steps):
