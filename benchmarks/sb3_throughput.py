@@ -43,6 +43,7 @@ from painter_env.config import PainterConfig, build_painter
 from train import sb3
 from train.common.config import arg, parse_args
 from train.common.metrics import write_metrics_json
+from train.common.run import INTERRUPTED, user_errors
 
 BACKENDS = ("batched", "dummy", "subproc", "null")
 REFERENCE_BACKENDS = ("dummy", "subproc")  # what the batched adapter is compared with
@@ -50,16 +51,18 @@ REFERENCE_BACKENDS = ("dummy", "subproc")  # what the batched adapter is compare
 
 @dataclass
 class Args:
-    n_envs: list = arg([64, 256], "numbers of parallel envs", type=int)
+    n_envs: list = arg([64, 256], "numbers of parallel envs", type=int, at_least=1)
     backends: list = arg(
         list(BACKENDS), "vectorisations (null: no env work, the ceiling of any speed-up)", type=str, choices=BACKENDS
     )
-    rollouts: int = arg(4, "timed PPO iterations per measurement")
-    repeats: int = arg(5, "rounds, each measuring every backend in turn (medians reported)")
-    subproc_max_envs: int = arg(64, "skip SubprocVecEnv (one process per env) above this many envs")
+    rollouts: int = arg(4, "timed PPO iterations per measurement", at_least=1)
+    repeats: int = arg(5, "rounds, each measuring every backend in turn (medians reported)", at_least=1)
+    subproc_max_envs: int = arg(64, "skip SubprocVecEnv (one process per env) above this many envs", at_least=0)
     dataset: str = arg("shapes", "dataset of the runs")
-    image_size: int = arg(None, "image size of the runs (default: the dataset's)", type=int)
-    threads: list = arg([1], "torch CPU thread counts to measure each backend at (e.g. --threads 1 2)", type=int)
+    image_size: int = arg(None, "image size of the runs (default: the dataset's)", type=int, at_least=1)
+    threads: list = arg(
+        [1], "torch CPU thread counts to measure each backend at (e.g. --threads 1 2)", type=int, at_least=1
+    )
     hyperparams: list = arg([], "PPO overrides of train/configs/ppo.toml as key=value, as in train.sb3", type=str)
     policies: list = arg(
         ["config", "mlp"],
@@ -119,7 +122,7 @@ def make_venv(backend: str, n_envs: int, env_kwargs: dict):
 
 def build_model(backend: str, n_envs: int, env_kwargs: dict, params: dict, policy) -> PPO:
     """PPO on the backend, warmed up by one iteration (first forward passes, buffers, worker start)."""
-    algo_kwargs = {key: value for key, value in params.items() if key not in sb3.RUN_KEYS}
+    algo_kwargs = dict(params)
     algo_kwargs["batch_size"] = min(algo_kwargs.get("batch_size", 64), algo_kwargs["n_steps"] * n_envs)
     policy_class, policy_kwargs = policy
     model = PPO(
@@ -163,10 +166,10 @@ def policies_to_measure(names: list[str], run_args, params: dict, env_kwargs: di
     return chosen
 
 
-def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict]) -> list[dict]:
-    """One row per policy, n_envs, backend and torch thread count; the batched adapter's row at its
-    fastest thread count carries the speed-ups over the fastest (backend, threads) of the others."""
-    rows = []
+def throughput_rows(args, env_kwargs: dict, params: dict, policies: list[dict], rows: list) -> list[dict]:
+    """One row per policy, n_envs, backend and torch thread count, appended to ``rows`` as each
+    (policy, n_envs) is finished; the batched adapter's row at its fastest thread count carries the
+    speed-ups over the fastest (backend, threads) of the others."""
     for chosen, n_envs in itertools.product(policies, args.n_envs):
         policy = policy_name(chosen)
         backends = [b for b in args.backends if b != "subproc" or n_envs <= args.subproc_max_envs]
@@ -232,19 +235,27 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(Args, __doc__, argv)
-    if min(args.threads) < 1:
-        print("error: --threads must be at least 1", file=sys.stderr)
-        raise SystemExit(2)
-    torch.set_num_threads(args.threads[0])
-    run_args = sb3.parse_args(sb3.Args, "", ["--dataset", args.dataset, "--hyperparams", *args.hyperparams])
-    # As train.sb3 runs PPO: no argument checks in torch.distributions (for every backend alike).
-    torch.distributions.Distribution.set_default_validate_args(run_args.validate_distributions)
-    params = sb3.load_hyperparams(run_args)
-    env_kwargs = {"dataset": args.dataset, **({"image_size": args.image_size} if args.image_size else {})}
-    # Each policy is the same for every backend.
-    policies = policies_to_measure(args.policies, run_args, params, env_kwargs)
-    result = {"throughput": throughput_rows(args, env_kwargs, params, policies)}
+    """Bad input is one ``error:`` line and status 2 before any measurement; Ctrl-C writes the rows
+    finished so far to ``--json`` and exits with status 130."""
+    args = parse_args(Args, __doc__.split("\n\n")[0], argv)
+    with user_errors():
+        torch.set_num_threads(args.threads[0])
+        run_args = parse_args(sb3.Args, "", ["--dataset", args.dataset, "--hyperparams", *args.hyperparams])
+        # As train.sb3 runs PPO: no argument checks in torch.distributions (for every backend alike).
+        torch.distributions.Distribution.set_default_validate_args(run_args.validate_distributions)
+        params = sb3.load_hyperparams(run_args)
+        algo_params = sb3.algorithm_kwargs(run_args, params)  # an error naming a hyperparameter PPO lacks
+        env_kwargs = {"dataset": args.dataset, **({"image_size": args.image_size} if args.image_size else {})}
+        # Each policy is the same for every backend.
+        policies = policies_to_measure(args.policies, run_args, params, env_kwargs)
+    result = {"throughput": []}
+    try:
+        throughput_rows(args, env_kwargs, algo_params, policies, result["throughput"])
+    except KeyboardInterrupt:
+        write_metrics_json(args.json, result)
+        kept = f", written to {args.json}" if args.json else ""
+        print(f"\ninterrupted: {len(result['throughput'])} rows finished so far{kept}", file=sys.stderr)
+        raise SystemExit(INTERRUPTED) from None
     columns = [
         "n_envs",
         "backend",

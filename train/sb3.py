@@ -1,6 +1,8 @@
 """Train a Stable-Baselines3 or sb3-contrib agent on the painter and score it as an encoder.
 
-    python -m train.sb3 --algo ppo --dataset shapes --max-seconds 1200
+    python -m train.sb3 --algo ppo --env painter --dataset shapes        # a minute or two on a CPU
+    python -m train.sb3 --algo ppo --dataset mnist --data-root DIR \\
+        --split "test[:8000]" --eval-split "test[8000:]" --minutes 20
 
 Algorithms: ppo, a2c, dqn (SB3); recurrent-ppo, maskable-ppo, trpo, qrdqn (sb3-contrib, the
 optional extra ``pip install -e ".[contrib]"``). dqn and qrdqn see the action flattened to
@@ -8,111 +10,117 @@ optional extra ``pip install -e ".[contrib]"``). dqn and qrdqn see the action fl
 
 Hyperparameters come from ``train/configs/ALGO.toml`` (RL-Zoo style: a ``[default]`` table and one
 table per dataset), overridden by ``--config`` and ``--hyperparams key=value``. The agent trains on
-``--split`` through the batched SB3 adapter (or SB3's ``DummyVecEnv``/``SubprocVecEnv``), logs to
-TensorBoard (SB3's scalars, ``rollout/final_sse``, animated painting rollouts under
-``rollouts/painting``), is saved with SB3's ``save``, then rolled out deterministically on
-``--eval-split``; the figures go to ``--metrics-json``. Ctrl-C saves the agent and exits with status
-130. ``python -m train.evaluate --checkpoint MODEL.zip --encoder policy`` scores a saved agent again.
+``--split`` through the batched SB3 adapter (or SB3's ``DummyVecEnv``/``SubprocVecEnv``) for
+``--minutes`` (``--total-timesteps`` caps it; SB3's schedules, e.g. DQN's exploration, follow
+whichever budget runs out first), then is rolled out deterministically on ``--eval-split``.
+TensorBoard logs go to ``--logdir/RUN`` (SB3's scalars, ``rollout/final_sse``, animated painting
+rollouts under ``rollouts/painting``), the agent to ``--checkpoint-dir/RUN/model.zip`` with the
+painter settings and dictionary beside it; ``--resume MODEL.zip`` continues training a saved agent.
+The figures go to ``--metrics-json``. Ctrl-C saves the agent and exits with status 130.
+``python -m train.evaluate --checkpoint MODEL.zip --encoder policy`` scores a saved agent again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import tomllib
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecMonitor
 
 import painter_env  # noqa: F401  (registers Painter-v0)
 from agents.sb3 import autoregressive
-from agents.sb3.algorithms import (
-    ALGORITHMS,
-    FLAT_ACTION_ALGORITHMS,
-    algorithm_class,
-    default_policy,
-    load_sb3_model,
-)
-from agents.sb3.callbacks import FinalSSECallback, PaintingGifCallback, TimeBudgetCallback, TqdmCallback
-from agents.sb3.encoder import env_config_path, policy_programs
+from agents.sb3.algorithms import ALGORITHMS, FLAT_ACTION_ALGORITHMS, algorithm_class, default_policy, saved_algorithm
+from agents.sb3.callbacks import FinalSSECallback, PaintingGifCallback
+from agents.sb3.encoder import env_config_path, policy_programs, sb3_env_config
 from agents.sb3.extractor import painter_policy_kwargs, start_from_matched_filter
 from agents.sb3.vec_env import PainterVecEnv
 from agents.sb3.wrappers import FlattenMultiDiscrete, HorizonIsTerminal
-from decoders.kernel import decode
 from painter_env.config import Painter, PainterConfig, build_painter
-from painter_env.env import action_space
 from train.common.config import arg, parse_args
-from train.common.metrics import program_bits, reconstruction_metrics, write_metrics_json
+from train.common.painter import PainterArgs, env_config, fit_action_space
+from train.common.run import INTERRUPTED, Budget, apply_threads_and_seed, default_run_name, report, user_errors
+from train.common.tensorboard import claim_run_name
+from train.evaluate import evaluate_encoder
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-ENV_FLAGS = (
-    "dataset",
-    "data_root",
-    "download",
-    "image_size",
-    "patch_size",
-    "num_prototypes",
-    "num_levels",
-    "move_radius",
-    "max_steps",
-    "dictionary",
-    "max_shapes",
-)
-RUN_KEYS = ("n_envs", "n_timesteps", "policy", "policy_kwargs", "env_kwargs")  # the rest go to the algorithm
+RUN_KEYS = ("n_envs", "policy", "policy_kwargs", "env_kwargs")  # the rest go to the algorithm
 PAINTER_POLICIES = {"PainterMultiInputPolicy": autoregressive.PainterMultiInputPolicy}
 MATCHED_KEYS = ("matched_filter", "start_from_matched")
-INTERRUPTED = 130  # the exit status of a run stopped by Ctrl-C (128 + SIGINT)
-BAD_INPUT = 2  # the exit status of argparse's errors, used for every bad input
+# A config's env_kwargs (Painter-v0's names) -> the flag each fills in when the flag is not given.
+ENV_KWARGS = {
+    "image_size": "image_size",
+    "patch_size": "patch_size",
+    "num_prototypes": "num_prototypes",
+    "num_levels": "num_levels",
+    "move_radius": "move_radius",
+    "max_steps": "steps",
+    "max_shapes": "max_shapes",
+    "dictionary": "dictionary",
+}
+# The painter settings a resumed agent keeps (saved beside it in MODEL.env.json): Painter-v0's name -> flag.
+RESUMED_SETTINGS = {"dataset": "dataset", "data_root": "data_root", "support_threshold": "support_threshold"}
+RESUMED_SETTINGS.update(ENV_KWARGS)
+UNBOUNDED = 2**62  # SB3's total env steps of a run bounded by time alone (BudgetCallback stops it)
+REDRAW_SECONDS = 0.5  # the progress bar is redrawn at most this often (SB3 calls back after every env step)
 
 
 @dataclass
-class Args:
-    algo: str = arg("ppo", "the algorithm", choices=list(ALGORITHMS))
-    dataset: str = arg("shapes", "shapes, mnist, fashion-mnist or folder:PATH")
-    data_root: str = arg(None, "folder of the dataset files (default: $PAINTER_DATA_ROOT or ./data)", type=str)
-    download: bool = arg(False, "download MNIST / Fashion-MNIST if missing")
-    split: str = arg("train", "split the agent trains on, e.g. train or test[:8000]")
-    eval_split: str = arg("test", "split the saved agent is scored on, e.g. test or test[8000:]")
-    image_size: int = arg(None, "resize images to this size (default: shapes 28, others their own)", type=int)
-    patch_size: int = arg(None, "patch size R (default 7)", type=int)
-    num_prototypes: int = arg(None, "dictionary size K (default: shapes 12, others 32)", type=int)
-    num_levels: int = arg(None, "code levels L per prototype (default 3)", type=int)
-    move_radius: int = arg(None, "largest cursor move M (default: the whole canvas)", type=int)
-    max_steps: int = arg(None, "program length T, the episode's horizon (default: shapes 8, others 16)", type=int)
-    max_shapes: int = arg(None, "shapes per scene on the shapes dataset (default 4)", type=int)
-    dictionary: str = arg(None, "a saved dictionary or training checkpoint to paint with", type=str)
-    total_timesteps: int = arg(None, "env steps to train (default: the config's n_timesteps)", type=int)
-    max_seconds: float = arg(
-        None, "stop training after this many seconds (the agent is then saved and scored)", type=float
+class Args(PainterArgs):
+    env: str = arg("painter", "environment to train on (the patch painter, Painter-v0)", choices=("painter",))
+    algo: str = arg("ppo", "the algorithm (with --resume: the saved agent's)", choices=list(ALGORITHMS))
+    total_timesteps: int = arg(
+        None,
+        "stop after this many env steps even if --minutes are left (default: no cap; with --resume: this many more)",
+        type=int,
+        at_least=1,
     )
-    n_envs: int = arg(None, "parallel envs (default: the config's n_envs)", type=int)
+    n_envs: int = arg(None, "parallel envs (default: the config's n_envs)", type=int, at_least=1)
     vec_env: str = arg(
         "batched", "batched (the native batched env), dummy or subproc", choices=["batched", "dummy", "subproc"]
     )
     horizon_is_terminal: bool = arg(True, "report the fixed horizon as termination (the step count is observed)")
     joint_moves: bool = arg(False, "choose the move (di, dj) as one action component (--vec-env batched)")
-    seed: int = arg(0, "seed of the agent, the env's image draws and the data")
-    device: str = arg("cpu", "torch device of the agent and the batched env (cpu or cuda)")
-    threads: int = arg(1, "torch CPU threads")
+    max_shapes: int = arg(None, "shapes per scene on the shapes dataset (default: 4)", type=int, at_least=1)
     validate_distributions: bool = arg(False, "let torch.distributions check their arguments at every step")
     config: str = arg(None, "hyperparameter file (default: train/configs/ALGO.toml)", type=str)
     hyperparams: list = arg([], "overrides as key=value in TOML syntax, e.g. learning_rate=1e-4 n_steps=16", type=str)
-    logdir: str = arg("runs", "TensorBoard log directory")
-    run_name: str = arg(None, "TensorBoard folder of this run (default: sb3_ALGO_DATASET_SEED)", type=str)
-    save: str = arg(None, "where to save the agent (default: model.zip in the run's folder)", type=str)
-    load: str = arg(None, "continue training a saved agent", type=str)
-    eval_images: int = arg(None, "score only the first N images of the eval split", type=int)
-    gif_every: int = arg(50_000, "env steps between animated painting rollouts in TensorBoard")
-    gif_images: int = arg(4, "images in each animation")
+    resume: str = arg(
+        None, "continue training this saved agent (MODEL.zip) on its painter, in its run unless --run-name", type=str
+    )
+    gif_every: int = arg(50_000, "env steps between animated painting rollouts in TensorBoard", at_least=1)
+    gif_images: int = arg(4, "images in each animation", at_least=1)
     progress: bool = arg(True, "show a progress bar")
-    metrics_json: str = arg(None, "write the final figures (on the eval split) to this JSON file", type=str)
+
+
+@dataclass
+class Session:
+    """A run set up and ready to train: its flags, painters, envs, agent, name and budget."""
+
+    args: Args
+    painter: Painter
+    eval_painter: Painter
+    venv: VecEnv
+    model: BaseAlgorithm
+    name: str
+    budget: Budget
+    start_steps: int = 0
+    wall: float = 0.0  # seconds of training, set when it ends
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.args.checkpoint_dir) / self.name / "model.zip"
 
 
 def load_hyperparams(args: Args) -> dict:
@@ -121,34 +129,77 @@ def load_hyperparams(args: Args) -> dict:
     try:
         tables = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ValueError(f"cannot read hyperparameter file {path}: {error}") from error
+        raise ValueError(f"argument --config: cannot read hyperparameter file {path}: {error}") from error
     params = {**tables.get("default", {}), **tables.get(args.dataset.split(":")[0], {})}
     for item in args.hyperparams:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--hyperparams takes key=value items, got {item!r}")
+            raise ValueError(f"argument --hyperparams: takes key=value items, got {item!r}")
         try:
             params[key.strip()] = tomllib.loads(f"value = {value}")["value"]
         except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"--hyperparams {item!r}: the value is not TOML ({error})") from error
+            raise ValueError(f"argument --hyperparams: {item!r}: the value is not TOML ({error})") from error
     return params
 
 
+def algorithm_kwargs(args: Args, params: dict) -> dict:
+    """The hyperparameters that go to the algorithm; an error naming the unknown ones."""
+    kwargs = {key: value for key, value in params.items() if key not in RUN_KEYS}
+    accepted = set(inspect.signature(algorithm_class(args.algo).__init__).parameters) - {"self", "policy", "env"}
+    unknown = sorted(set(kwargs) - accepted)
+    if "n_timesteps" in unknown:
+        raise ValueError(
+            "the hyperparameter n_timesteps is not read: --minutes bounds a run, --total-timesteps N caps it"
+        )
+    if unknown:
+        raise ValueError(
+            f"argument --hyperparams: {args.algo} has no hyperparameter {', '.join(unknown)} "
+            f"(in {args.config or CONFIG_DIR / f'{args.algo}.toml'} or --hyperparams); "
+            f"valid: {', '.join(sorted(accepted | set(RUN_KEYS)))}"
+        )
+    return kwargs
+
+
 def check_args(args: Args) -> None:
-    """Flag values that argparse cannot check by type."""
-    for name in ("total_timesteps", "max_seconds", "n_envs", "threads", "gif_every", "gif_images", "eval_images"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    """Combinations of flags that their declarations cannot check."""
+    if args.minutes == 0 and args.total_timesteps is None:
+        raise ValueError("argument --minutes: 0 means no time limit: give --total-timesteps N to stop the run")
+    if args.resume and (args.hyperparams or args.config):
+        raise ValueError("argument --resume: a resumed agent keeps its hyperparameters (no --hyperparams, --config)")
     if args.joint_moves and (args.vec_env != "batched" or args.algo in FLAT_ACTION_ALGORITHMS):
         raise ValueError("--joint-moves needs --vec-env batched and a MultiDiscrete algorithm (not dqn, qrdqn)")
 
 
-def env_kwargs(args: Args, params: dict, split: str) -> dict:
-    """Painter-v0 keyword arguments: the config's ``env_kwargs`` overridden by the flags given."""
-    kwargs = dict(params.get("env_kwargs", {}))
-    kwargs.update({name: getattr(args, name) for name in ENV_FLAGS if getattr(args, name) not in (None, False)})
-    return {**kwargs, "split": split, "seed": args.seed}
+def resumed_args(args: Args) -> Args:
+    """``args`` with the algorithm and painter settings of the agent saved at ``--resume``."""
+    saved = sb3_env_config(args.resume) if Path(args.resume).is_file() else None
+    if saved is None:
+        raise ValueError(
+            f"argument --resume: {args.resume} is not an agent saved by train.sb3 (it needs the file itself "
+            f"and its painter settings beside it, {env_config_path(args.resume)})"
+        )
+    settings = {flag: saved.get(key) for key, flag in RESUMED_SETTINGS.items()}
+    return dataclasses.replace(args, algo=saved_algorithm(args.resume), **settings)
+
+
+def painter_config(args: Args, params: dict, split: str) -> tuple[Args, PainterConfig]:
+    """The flags with the config's ``env_kwargs`` filling in the painter flags not given (and
+    ``--match-bits`` resolved), and Painter-v0's settings on ``split``."""
+    env_kwargs = params.get("env_kwargs", {})
+    unknown = sorted(set(env_kwargs) - set(ENV_KWARGS)) if isinstance(env_kwargs, dict) else ["(not a table)"]
+    if unknown:
+        raise ValueError(f"env_kwargs of the config: unknown {', '.join(unknown)}; valid: {', '.join(ENV_KWARGS)}")
+    given = {ENV_KWARGS[key]: value for key, value in env_kwargs.items() if getattr(args, ENV_KWARGS[key]) is None}
+    args = fit_action_space(dataclasses.replace(args, **given))
+    config = env_config(args, split)
+    if args.max_shapes is not None:
+        config = dataclasses.replace(config, max_shapes=args.max_shapes)
+    return args, config
+
+
+def env_kwargs_of(config: PainterConfig) -> dict:
+    """Painter-v0's keyword arguments (a shallow copy: the dictionary object, if any, is shared)."""
+    return {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
 
 
 def make_vec_env(args: Args, kwargs: dict, n_envs: int) -> VecEnv:
@@ -196,54 +247,130 @@ def policy_and_kwargs(args: Args, params: dict, painter: Painter):
     return policy, {**painter_policy_kwargs(**extractor, painter=painter if matched else None), **options}
 
 
-def build_model(args: Args, params: dict, venv: VecEnv, painter: Painter) -> BaseAlgorithm:
-    """A new agent from the config, or the one saved at ``--load`` on the new envs."""
-    if args.load:
-        model = load_sb3_model(args.load, args.device)
-        model.set_env(venv)
-        model.tensorboard_log = args.logdir
-        return model
-    policy, kwargs = policy_and_kwargs(args, params, painter)
-    model = algorithm_class(args.algo)(
-        policy,
-        venv,
-        policy_kwargs=kwargs,
-        tensorboard_log=args.logdir,
-        seed=args.seed,
-        device=args.device,
-        verbose=0,
-        **{key: value for key, value in params.items() if key not in RUN_KEYS},
-    )
+def build_model(args: Args, params: dict, venv: VecEnv, painter: Painter, device: torch.device) -> BaseAlgorithm:
+    """A new agent from the config, or the one saved at ``--resume`` on the new envs."""
+    algorithm = algorithm_class(args.algo)
+    if args.resume:
+        return algorithm.load(args.resume, env=venv, device=device)
+    kwargs = algorithm_kwargs(args, params)
+    policy, policy_kwargs = policy_and_kwargs(args, params, painter)
+    try:
+        model = algorithm(policy, venv, policy_kwargs=policy_kwargs, seed=args.seed, device=device, verbose=0, **kwargs)
+    except AssertionError as error:  # SB3 checks its hyperparameters with assertions
+        raise ValueError(f"argument --hyperparams: {args.algo} rejects its hyperparameters: {error}") from error
     if params.get("policy_kwargs", {}).get("start_from_matched", False):
         start_from_matched_filter(model.policy)
     return model
 
 
-def train(model: BaseAlgorithm, args: Args, total: int, eval_painter: Painter, run_name: str) -> bool:
-    """``model.learn`` with the logging callbacks and the time budget; False when Ctrl-C stopped it."""
-    callbacks = [
-        FinalSSECallback(),
-        PaintingGifCallback(eval_painter.data.images[: args.gif_images], eval_painter, args.gif_every),
-    ]
-    if args.progress:
-        callbacks.append(TqdmCallback(total))
-    if args.max_seconds is not None:
-        callbacks.append(TimeBudgetCallback(args.max_seconds))
+def set_up(argv) -> Session:
+    """Check the flags, build the painters, the envs and the agent, name the run and open its logs."""
+    args = parse_args(Args, __doc__.split("\n\n")[0], argv)
+    check_args(args)
+    device = apply_threads_and_seed(args)
+    torch.distributions.Distribution.set_default_validate_args(args.validate_distributions)
+    if args.resume:
+        args = resumed_args(args)
+    algorithm_class(args.algo)  # fails early, naming the extra, when sb3-contrib is missing
+    params = load_hyperparams(args)
+    if not args.resume:
+        algorithm_kwargs(args, params)
+    args, config = painter_config(args, {} if args.resume else params, args.split)
+    painter = build_painter(config)
+    # Score with the training dictionary (k-means dictionaries are fitted on the training split).
+    eval_painter = build_painter(dataclasses.replace(config, split=args.eval_split, dictionary=painter.dictionary))
+    venv = make_vec_env(args, env_kwargs_of(config), args.n_envs or params.get("n_envs", 8))
     try:
-        model.learn(total, callback=CallbackList(callbacks), tb_log_name=run_name, reset_num_timesteps=not args.load)
+        model = build_model(args, params, venv, painter, device)
+    except BaseException:
+        venv.close()
+        raise
+    name = args.run_name or (Path(args.resume).resolve().parent.name if args.resume else None)
+    name = name or claim_run_name(
+        default_run_name(f"sb3-{args.algo}", args.dataset, f"s{args.seed}"), args.logdir, args.checkpoint_dir
+    )
+    model.set_logger(configure(str(Path(args.logdir) / name), ["tensorboard"]))
+    budget = Budget(args.minutes, args.total_timesteps, "--total-timesteps", quiet=not args.progress, unit="step")
+    return Session(args, painter, eval_painter, venv, model, name, budget, model.num_timesteps)
+
+
+class BudgetCallback(BaseCallback):
+    """Draws the run's :class:`Budget` bar (env steps, the latest mean episode return) and stops
+    training at the first env step after its time is up (an update under way finishes first). SB3
+    stops at ``--total-timesteps`` by itself (it is given as the total); its progress, which drives
+    schedules such as DQN's exploration, is made to follow the time spent when that runs out first."""
+
+    def __init__(self, budget: Budget):
+        super().__init__()
+        self.budget = budget
+        self._seen, self._next_draw = 0, 0.0
+
+    def _on_training_start(self) -> None:
+        self._seen = self.num_timesteps
+        by_steps = self.model._update_current_progress_remaining
+
+        def by_budget(num_timesteps: int, total_timesteps: int) -> None:
+            by_steps(num_timesteps, total_timesteps)
+            if self.budget.seconds:
+                time_left = max(0.0, 1.0 - self.budget.elapsed / self.budget.seconds)
+                self.model._current_progress_remaining = min(self.model._current_progress_remaining, time_left)
+
+        self.model._update_current_progress_remaining = by_budget  # an instance attribute: see detach
+
+    def detach(self) -> None:
+        """Give the model back SB3's own progress rule (it must not be saved with the model)."""
+        self.model.__dict__.pop("_update_current_progress_remaining", None)
+
+    def _on_step(self) -> bool:
+        if time.perf_counter() >= self._next_draw:
+            self.draw()
+        return not self.budget.out_of_time()
+
+    def _on_training_end(self) -> None:
+        self.draw()
+
+    def draw(self) -> None:
+        returns = [info["r"] for info in self.model.ep_info_buffer or ()]
+        figures = {"ep_return": f"{np.mean(returns):.3f}"} if returns else {}
+        self.budget.advance(self.num_timesteps - self._seen, **figures)
+        self._seen, self._next_draw = self.num_timesteps, time.perf_counter() + REDRAW_SECONDS
+
+
+def train(session: Session) -> None:
+    """``model.learn`` with the logging callbacks until the budget is spent; Ctrl-C saves the agent
+    and exits with status 130. A failure inside keeps its traceback."""
+    args, model, budget = session.args, session.model, session.budget
+    timer = BudgetCallback(budget)
+    images = session.eval_painter.data.images[: args.gif_images]
+    callbacks = [FinalSSECallback(), PaintingGifCallback(images, session.eval_painter, args.gif_every), timer]
+    try:
+        model.learn(
+            args.total_timesteps or UNBOUNDED, callback=CallbackList(callbacks), reset_num_timesteps=not args.resume
+        )
     except KeyboardInterrupt:
-        return False
-    return True
+        timer.detach()
+        budget.close()
+        path = save(session)
+        model.logger.close()
+        steps = model.num_timesteps - session.start_steps
+        print(f"\ninterrupted after {steps} env steps: agent saved to {path}", file=sys.stderr)
+        print(f"continue with: python -m train.sb3 --resume {path}", file=sys.stderr)
+        raise SystemExit(INTERRUPTED) from None
+    finally:
+        timer.detach()
+        session.venv.close()
+    session.wall = budget.elapsed
+    budget.close()
 
 
-def save(model: BaseAlgorithm, args: Args, painter: Painter) -> Path:
+def save(session: Session) -> Path:
     """Save the agent, and beside it the painter settings and dictionary (read by ``sb3_env_config``)."""
-    path = Path(args.save or Path(model.logger.dir or args.logdir) / "model.zip")
+    path = session.model_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
+    session.model.save(path)
     dictionary_path = path.with_suffix(".dictionary.pt")
-    painter.dictionary.save(dictionary_path)
-    config = {**painter.config.to_dict(), "dictionary": str(dictionary_path)}
+    session.painter.dictionary.save(dictionary_path)
+    config = {**session.painter.config.to_dict(), "dictionary": str(dictionary_path)}
     env_config_path(path).write_text(json.dumps(config, indent=2) + "\n")
     return path
 
@@ -251,85 +378,54 @@ def save(model: BaseAlgorithm, args: Args, painter: Painter) -> Path:
 def evaluate(model: BaseAlgorithm, painter: Painter, count: int | None) -> dict:
     """Roll the agent out (deterministic) on the painter's images; the standard figures."""
     images = painter.data.images[:count]
-    start = time.perf_counter()
-    programs = policy_programs(model, images, painter)
-    values, support = painter.dictionary.patches()
-    canvases = decode(
-        programs.cpu(), values.detach().cpu(), support.cpu(), painter.dictionary.num_levels, painter.geometry
-    )
-    seconds = time.perf_counter() - start
-    bits = program_bits(painter.max_steps, math.prod(map(int, action_space(painter).nvec)))
-    metrics = reconstruction_metrics(images, canvases, bits, seconds)
-    if painter.data.programs is not None:  # shapes: the optimal return of an image is its blank-canvas SSE
-        blank = images.square().flatten(1).sum(1)
-        final = (images - canvases).square().flatten(1).sum(1)
-        metrics["optimal_return_fraction"] = float((blank - final).sum() / blank.sum())
+    metrics, _ = evaluate_encoder(lambda batch: policy_programs(model, batch, painter), images, painter, 256, "cpu")
     return metrics
 
 
-def report(model: BaseAlgorithm, args: Args, metrics: dict) -> None:
-    """Log the eval figures to TensorBoard, write ``--metrics-json`` and print a summary line."""
-    for key in ("sse", "psnr", "optimal_return_fraction"):
-        if key in metrics:
-            model.logger.record(f"eval/{key}", metrics[key])
-    model.logger.dump(model.num_timesteps)
-    write_metrics_json(args.metrics_json, metrics)
-    shown = ("sse", "psnr", "optimal_return_fraction", "wall_seconds")
-    summary = ", ".join(f"{key} {metrics[key]:.4g}" for key in shown if key in metrics)
-    print(f"{args.algo} on {args.dataset} {args.eval_split}: {summary}; saved {metrics['model']}")
-
-
-def run(args: Args) -> dict:
-    check_args(args)
-    torch.set_num_threads(args.threads)
-    torch.distributions.Distribution.set_default_validate_args(args.validate_distributions)
-    algorithm_class(args.algo)  # fails early, naming the extra, when sb3-contrib is missing
-    params = load_hyperparams(args)
-    total = args.total_timesteps or params.get("n_timesteps", 100_000)
-    run_name = args.run_name or f"sb3_{args.algo}_{args.dataset.replace(':', '_').replace('/', '_')}_{args.seed}"
-
-    train_kwargs = env_kwargs(args, params, args.split)
-    painter = build_painter(PainterConfig(**train_kwargs))
-    # Score with the training dictionary (k-means dictionaries are fitted on the training split).
-    eval_painter = build_painter(
-        PainterConfig(**{**train_kwargs, "split": args.eval_split, "dictionary": painter.dictionary})
-    )
-    venv = make_vec_env(args, train_kwargs, args.n_envs or params.get("n_envs", 8))
-    model = build_model(args, params, venv, painter)
-
-    start, start_steps = time.perf_counter(), model.num_timesteps
-    finished = train(model, args, total, eval_painter, run_name)
-    wall = time.perf_counter() - start
-    path = save(model, args, painter)
-    venv.close()
-    if not finished:
-        print(f"interrupted after {model.num_timesteps - start_steps} env steps; saved {path}", file=sys.stderr)
-        raise SystemExit(INTERRUPTED)
-
-    metrics = evaluate(model, eval_painter, args.eval_images)
-    trained = model.num_timesteps - start_steps
+def finish(session: Session) -> dict:
+    """Save the agent, score it on ``--eval-split``, log the figures, write and print them."""
+    args, model = session.args, session.model
+    path = save(session)
+    wall, trained = session.wall, model.num_timesteps - session.start_steps
+    metrics = evaluate(model, session.eval_painter, args.eval_images)
     metrics.update(
         wall_seconds=wall,
-        env_steps_per_second=trained / wall,
+        env_steps_per_second=trained / max(wall, 1e-9),
         total_timesteps=trained,
         algo=args.algo,
         dataset=args.dataset,
         split=args.split,
         eval_split=args.eval_split,
+        run_name=session.name,
         model=str(path),
     )
-    report(model, args, metrics)
-    return metrics
+    for key in ("sse", "psnr", "optimal_return_fraction"):
+        if key in metrics:
+            model.logger.record(f"eval/{key}", metrics[key])
+    model.logger.dump(model.num_timesteps)
+    model.logger.close()
+    print(f"TensorBoard logs: {Path(args.logdir) / session.name}  (tensorboard --logdir {args.logdir})")
+    print(f"agent: {path}")
+    row = {
+        "agent": args.algo,
+        "bits/image": f"{metrics['bits_per_image']:.0f}",
+        "SSE": f"{metrics['sse']:.4g}",
+        "PSNR": f"{metrics['psnr']:.2f}",
+        "env steps": str(trained),
+        "env steps/s": f"{metrics['env_steps_per_second']:.0f}",
+        "wall s": f"{wall:.0f}",
+    }
+    if "optimal_return_fraction" in metrics:
+        row["optimal return"] = f"{metrics['optimal_return_fraction']:.4f}"
+    return report(args, metrics, row)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Parse the flags and run; bad input prints ``error: ...`` and exits with status 2."""
-    args = parse_args(Args, __doc__, argv)
-    try:
-        return run(args)
-    except (ValueError, OSError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(BAD_INPUT) from None
+    """Bad input found while setting up prints one ``error: ...`` line and exits with status 2."""
+    with user_errors():
+        session = set_up(argv)
+    train(session)
+    return finish(session)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,11 @@
-"""SB3 callbacks for the painter: animated painting rollouts and final SSE in TensorBoard, a tqdm bar,
-a wall-clock budget."""
+"""SB3 callbacks for the painter: animated painting rollouts and the final SSE in TensorBoard."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import TensorBoardOutputFormat
-from tqdm.auto import tqdm
 
 from agents.sb3.encoder import policy_programs
 from painter_env.animation import add_gif, rollout_frames
@@ -80,44 +76,3 @@ class FinalSSECallback(BaseCallback):
         if self._finals:
             self.logger.record("rollout/final_sse", float(np.mean(self._finals)))
             self._finals = []
-
-
-class TqdmCallback(BaseCallback):
-    """A tqdm progress bar over env steps (SB3's own ``progress_bar=True`` needs ``rich``)."""
-
-    def __init__(self, total_timesteps: int, verbose: int = 0):
-        super().__init__(verbose)
-        self.total_timesteps = total_timesteps
-        self.bar = None
-
-    def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.total_timesteps, unit="step", dynamic_ncols=True)
-        self._start = self.num_timesteps
-
-    def _on_step(self) -> bool:
-        self.bar.update(self.num_timesteps - self._start - self.bar.n)
-        return True
-
-    def _on_rollout_end(self) -> None:
-        rewards = [info["r"] for info in self.model.ep_info_buffer]
-        if rewards:
-            self.bar.set_postfix(ep_return=f"{np.mean(rewards):.3f}")
-
-    def _on_training_end(self) -> None:
-        self.bar.close()
-
-
-class TimeBudgetCallback(BaseCallback):
-    """Stops training once ``seconds`` of wall-clock time have passed since training started."""
-
-    def __init__(self, seconds: float, verbose: int = 0):
-        super().__init__(verbose)
-        if seconds <= 0:
-            raise ValueError(f"the time budget must be positive, got {seconds} seconds")
-        self.seconds = seconds
-
-    def _on_training_start(self) -> None:
-        self._deadline = time.perf_counter() + self.seconds
-
-    def _on_step(self) -> bool:
-        return time.perf_counter() < self._deadline

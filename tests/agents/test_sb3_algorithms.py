@@ -69,7 +69,12 @@ def mean_return(model, venv: PainterVecEnv, seeds=(1, 2, 3, 4)) -> float:
 @pytest.mark.parametrize("algo", ALGORITHMS)
 def test_learns_on_tiny_shapes(algo):
     flatten = algo in FLAT_ACTION_ALGORITHMS
-    venv = PainterVecEnv(64, horizon_is_terminal=True, flatten_actions=flatten, **TINY)
+    # DQN and QR-DQN learn one Q-value per action (no weights shared between actions): with the
+    # whole-canvas move radius, 9 x 9 moves x 12 prototypes = 972 actions, 2048 steps try each about
+    # twice and their trained return is a lottery (over seeds 0-9: -1.44 to 0.24 for DQN). Radius 1
+    # leaves 108 actions, as the configs keep DQN's radius small.
+    tiny = {**TINY, "move_radius": 1} if flatten else TINY
+    venv = PainterVecEnv(64, horizon_is_terminal=True, flatten_actions=flatten, **tiny)
     venv.seed(0)
     # The matched-filter features make the task one a linear head can learn in a few updates; without
     # learning, the head (random and near zero at the start) stays as good as a random policy.
@@ -78,11 +83,15 @@ def test_learns_on_tiny_shapes(algo):
         policy_kwargs["n_quantiles"] = 10  # the default 200 quantiles make each update ten times as slow
     model = algorithm_class(algo)(default_policy(algo), venv, policy_kwargs=policy_kwargs, seed=0, **SETTINGS[algo])
     model.learn(2048)
-    random = mean_return(None, PainterVecEnv(256, **TINY))
-    trained = mean_return(model, PainterVecEnv(256, flatten_actions=flatten, **TINY))
-    # 1024 returns each: standard errors ~0.08 (random, mean about -2.6) and ~0.05 (trained), so a
-    # margin of 1.0 is over ten of them; a policy that does not learn stays near the random mean.
-    assert trained > random + 1.0
+    random = mean_return(None, PainterVecEnv(256, **tiny))
+    trained = mean_return(model, PainterVecEnv(256, flatten_actions=flatten, **tiny))
+    # A policy that does not learn stays near the random mean (-2.60; -1.97 at radius 1). The margins
+    # come from the spread over seeds, measured on an AMD EPYC with this test's settings and seeds
+    # 0-9 (0-19 for DQN and QR-DQN): trained - random was at least 2.71 (means 2.93 to 3.41, standard
+    # deviations 0.07 to 0.16: the margin of 2.0 is over 5 of them below every mean), the trained
+    # return at least 0.32 (PPO: mean 0.58, sd 0.15). Another CPU's floating-point path changes the
+    # run as another seed does, so it stays within that spread.
+    assert trained > random + 2.0
     assert trained > 0.0
 
 

@@ -1,4 +1,5 @@
-"""The SB3 throughput benchmark runs end to end on a tiny painter and writes its JSON."""
+"""The SB3 throughput benchmark runs end to end on a tiny painter and writes its JSON; bad input is one
+error line, Ctrl-C keeps the rows finished."""
 
 import json
 
@@ -10,12 +11,13 @@ from benchmarks import sb3_throughput
 
 
 def _throughput(*flags: str) -> dict:
-    """The benchmark on 4 envs of 12 x 12 images, one rollout, one repeat; torch's threads restored."""
-    threads = torch.get_num_threads()
+    """The benchmark on 4 envs of 12 x 12 images, one rollout, one repeat; torch's settings restored."""
+    threads, validate = torch.get_num_threads(), torch.distributions.Distribution._validate_args
     try:
         return sb3_throughput.main(["--n-envs", "4", "--rollouts", "1", "--repeats", "1", "--image-size", "12", *flags])
     finally:
         torch.set_num_threads(threads)
+        torch.distributions.Distribution.set_default_validate_args(validate)
 
 
 def test_sb3_throughput_writes_rows_naming_the_policy(tmp_path, capsys):
@@ -69,3 +71,40 @@ def test_null_env_replays_its_first_observation_and_ends_episodes_at_the_horizon
     venv.step_async(np.zeros((3, 4), dtype=np.int64))
     _, _, done, infos = venv.step_wait()
     assert done.all() and all("terminal_observation" in info for info in infos)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--n-envs", "0"], "argument --n-envs: must be at least 1"),
+        (["--threads", "1", "0"], "argument --threads: must be at least 1"),
+        (["--repeats", "0"], "argument --repeats: must be at least 1"),
+        (["--hyperparams", "n_step=8"], "ppo has no hyperparameter n_step"),
+        (["--hyperparams", "n_steps"], "argument --hyperparams: takes key=value"),
+    ],
+    ids=["n-envs", "threads", "repeats", "unknown-hyperparameter", "hyperparams-item"],
+)
+def test_bad_input_is_one_error_line_with_status_2(capsys, flags, message):
+    with pytest.raises(SystemExit) as stopped:
+        _throughput(*flags)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and len(error.splitlines()) == 1 and message in error, error
+
+
+def test_ctrl_c_writes_the_rows_finished_and_exits_with_status_130(tmp_path, monkeypatch):
+    measure = sb3_throughput.measure
+
+    def interrupted_at_8_envs(model, rollouts):
+        if model.n_envs == 8:
+            raise KeyboardInterrupt
+        return measure(model, rollouts)
+
+    monkeypatch.setattr(sb3_throughput, "measure", interrupted_at_8_envs)
+    flags = ["--backends", "batched", "--policies", "mlp", "--hyperparams", "n_steps=2"]
+    flags += ["--json", str(tmp_path / "t.json")]
+    with pytest.raises(SystemExit) as stopped:
+        _throughput(*flags, "--n-envs", "4", "8")
+    assert stopped.value.code == 130
+    rows = json.loads((tmp_path / "t.json").read_text())["throughput"]
+    assert [(row["n_envs"], row["backend"]) for row in rows] == [(4, "batched")]
