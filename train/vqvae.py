@@ -1,46 +1,157 @@
 """Train a VQ-VAE (``--model vqvae``) or a VAE (``--model vae``) with the same conv encoder/decoder.
 
-    python -m train.vqvae --data-root ../shared/data/mnist                    # VQ-VAE, 7x7 grid, 52 codes
-    python -m train.vqvae --match-bits 139 --grid 4                               # K chosen for ~139 bits/image
-    python -m train.vqvae --model vae --kl-beta 0.3 --metrics-json vae.json      # a VAE at one rate
+    python -m train.vqvae                                                  # VQ-VAE on shapes, 7x7 grid, 52 codes
+    python -m train.vqvae --dataset mnist --data-root DIR --split "test[:8000]" --eval-split "test[8000:]"
+    python -m train.vqvae --match-bits 139 --grid 4                        # K chosen for about 139 bits/image
+    python -m train.vqvae --model vae --kl-beta 0.3 --metrics-json vae.json   # a VAE at one rate
 
 The loss is the SSE per image plus, for the VQ-VAE, the codebook loss and ``--commitment`` times
 the commitment loss (straight-through gradients to the encoder); for the VAE ``--kl-beta``
 times the KL in nats. The VQ-VAE codebook starts from k-means++ over the first batch's encoder
 outputs, and codes unused during an epoch are moved to random encoder outputs. Bits per image:
 VQ-VAE m^2 log2 K; VAE the mean KL on the held-out split, in bits (``--kl-beta`` sweeps it).
-The default 52 codes on a 7x7 grid give 279 bits, the bits of a 16-step painter program on
-MNIST (K=32 prototypes, 3 levels, moves across the whole canvas).
+The default 52 codes on a 7x7 grid give 49 log2 52 = 279 bits, the bits of a 16-step painter
+program on MNIST (K=32 prototypes, 3 levels, moves across the whole canvas).
+
+The run trains for ``--minutes`` (``--epochs`` caps it; the clock is read before every batch),
+then scores ``--eval-split``. Images of any number of channels work; their size must be a
+multiple of 4 and at least 4 ``--grid`` (``--image-size`` resizes them).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 
 from decoders.autoencoders import KINDS, Autoencoder, codes_for_bits
 from train.common.config import arg, parse_args
 from train.common.metrics import reconstruction_metrics
-from train.common.run import CommonArgs, held_out_images, load_split, report, start_run, user_errors
+from train.common.run import (
+    Budget,
+    CommonArgs,
+    Run,
+    apply_threads_and_seed,
+    held_out_images,
+    load_split,
+    report,
+    start_run,
+    user_errors,
+)
 
 
 @dataclass
 class Args(CommonArgs):
     model: str = arg("vqvae", "vqvae (discrete codes) or vae (Gaussian codes)", choices=KINDS)
-    grid: int = arg(7, "m, the code is an m x m grid of vectors (m <= image size / 4)")
-    dim: int = arg(16, "D, dimensions of each grid vector")
-    codes: int = arg(52, "K, VQ-VAE codebook size")
-    match_bits: float = arg(None, "choose K so that m^2 log2 K is closest to these bits per image", type=float)
-    commitment: float = arg(0.25, "weight of the VQ-VAE commitment loss (gamma)")
-    kl_beta: float = arg(1.0, "weight of the VAE's KL term (sweeps its rate)")
-    hidden: int = arg(64, "channels of the conv layers")
-    batch_size: int = arg(64, "images per iteration")
-    epochs: int = arg(15, "passes over the fitting split")
-    lr: float = arg(1e-3, "Adam learning rate")
-    log_every: int = arg(50, "iterations between scalar logs")
+    grid: int = arg(7, "m, the code is an m x m grid of vectors (m <= image size / 4)", at_least=1)
+    dim: int = arg(16, "D, dimensions of each grid vector", at_least=1)
+    codes: int = arg(52, "K, VQ-VAE codebook size", at_least=2)
+    match_bits: float = arg(
+        None, "choose K so that m^2 log2 K is closest to these bits per image (overrides --codes)", type=float, above=0
+    )
+    commitment: float = arg(0.25, "weight of the VQ-VAE commitment loss (gamma)", at_least=0)
+    kl_beta: float = arg(1.0, "weight of the VAE's KL term (sweeps its rate)", at_least=0)
+    hidden: int = arg(64, "channels of the conv layers", at_least=2)
+    batch_size: int = arg(64, "images per iteration", at_least=1)
+    epochs: int = arg(
+        None,
+        "stop after this many passes over --split even if --minutes are left (default: no cap)",
+        type=int,
+        at_least=0,
+    )
+    lr: float = arg(1e-3, "Adam learning rate", above=0)
+    log_every: int = arg(50, "iterations between scalar logs and progress-bar updates", at_least=1)
+
+
+@dataclass
+class Trainer:
+    """What the loop carries from one batch to the next; ``iteration`` batches are done."""
+
+    args: Args
+    model: Autoencoder
+    images: torch.Tensor
+    run: Run
+    budget: Budget
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    noise: torch.Generator
+    iteration: int = 0
+    figures: dict = field(default_factory=dict)  # the latest losses, shown on the progress bar
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return -(-len(self.images) // self.args.batch_size)
+
+
+def set_up(args: Args) -> Trainer:
+    """Load the data, build the model and open the run; a bad flag or missing data is one error line."""
+    with user_errors():
+        apply_threads_and_seed(args)
+        codes = codes_for_bits(args.match_bits, args.grid) if args.match_bits else args.codes
+        images = load_split(args, args.split, image_size=args.image_size)
+        held_out_images(args, "cpu", image_size=args.image_size)  # a missing held-out split stops the run now
+        channels, size = images.shape[1], images.shape[-1]
+        if size % 4 or args.grid > size // 4:
+            raise ValueError(
+                f"--grid {args.grid} needs images whose size is a multiple of 4 and at least {4 * args.grid}, "
+                f"got {size} (resize them with --image-size)"
+            )
+        model = Autoencoder(args.model, channels, size, args.grid, args.dim, codes, args.commitment, args.hidden)
+        budget = Budget(args.minutes, args.epochs, "--epochs", unit="epoch")
+        run = start_run(args, args.model, num_codes=codes)
+    model = model.to(run.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    generator = torch.Generator().manual_seed(args.seed)
+    noise = torch.Generator(device=run.device).manual_seed(args.seed)
+    return Trainer(args, model, images.to(run.device), run, budget, optimizer, generator, noise)
+
+
+def train(trainer: Trainer) -> None:
+    """Epochs over the fitting images until the budget is spent; Ctrl-C saves the model and exits 130."""
+    with trainer.run.interruptible(trainer.model, trainer.model.settings):
+        try:
+            while not trainer.budget.over():
+                train_epoch(trainer)
+        finally:
+            trainer.budget.close()
+
+
+def train_epoch(trainer: Trainer) -> None:
+    """One shuffled pass (cut short when the time is up); dead VQ codes are reseeded after a full pass."""
+    args, model, budget, writer = trainer.args, trainer.model, trainer.budget, trainer.run.writer
+    images, device = trainer.images, trainer.images.device
+    order = torch.randperm(len(images), generator=trainer.generator).to(device)
+    usage = torch.zeros(model.settings["num_codes"], dtype=torch.long, device=device)
+    for start in range(0, len(images), args.batch_size):
+        if budget.out_of_time():
+            return
+        batch = images[order[start : start + args.batch_size]]
+        if model.kind == "vqvae" and trainer.iteration == 0:
+            with torch.no_grad():
+                features = model.encoder(batch)
+            model.bottleneck.reseed(features.permute(0, 2, 3, 1).reshape(-1, args.dim), None, trainer.generator)
+        out = model(batch, trainer.noise)
+        sse = (batch - out["reconstruction"]).square().flatten(1).sum(1).mean()
+        penalty = out["penalty"].mean()
+        loss = sse + (args.kl_beta * penalty if model.kind == "vae" else penalty)
+        trainer.optimizer.zero_grad()
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.iteration += 1
+        if model.kind == "vqvae":
+            usage += torch.bincount(out["codes"].reshape(-1), minlength=len(usage))
+            last_features = out["features"].detach().permute(0, 2, 3, 1).reshape(-1, args.dim)
+        if trainer.iteration % args.log_every == 0:
+            writer.add_scalar("losses/sse", sse.item(), trainer.iteration)
+            writer.add_scalar("losses/penalty", penalty.item(), trainer.iteration)
+            trainer.figures = {"sse": f"{sse.item():.2f}", "penalty": f"{penalty.item():.2f}"}
+            budget.advance(0, **trainer.figures)
+    budget.advance(1, **trainer.figures)
+    if model.kind == "vqvae":
+        writer.add_scalar("charts/codes_used", int((usage > 0).sum()), trainer.iteration)
+        reseeded = model.bottleneck.reseed(last_features, usage, trainer.generator)
+        writer.add_scalar("charts/dead_codes_reseeded", reseeded, trainer.iteration)
 
 
 @torch.no_grad()
@@ -61,69 +172,27 @@ def evaluate(model: Autoencoder, images: torch.Tensor, batch_size: int = 500) ->
     return reconstruction_metrics(images, reconstructions, bits, seconds), reconstructions
 
 
-def train(args: Args) -> tuple[Autoencoder, dict]:
-    """Fit on ``args.split``, score on ``args.eval_split``; returns the model and the figures."""
-    with user_errors():
-        codes = codes_for_bits(args.match_bits, args.grid) if args.match_bits else args.codes
-        images = load_split(args, args.split)
-        held_out_images(args, "cpu")  # a missing held-out split stops the run before training, not after
-        run = start_run(args, args.model, num_codes=codes)
-    device, writer = run.device, run.writer
-    generator = torch.Generator().manual_seed(args.seed)
-    noise = torch.Generator(device=device).manual_seed(args.seed)
-    images = images.to(device)
-    model = Autoencoder(
-        args.model, images.shape[1], images.shape[-1], args.grid, args.dim, codes, args.commitment, args.hidden
-    ).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    began, iteration = time.perf_counter(), 0
-    epochs = 0
-    with run.interruptible(model, model.settings):
-        for _ in (progress := tqdm(range(args.epochs), desc=args.model)):
-            if time.perf_counter() - began > 60 * args.minutes:
-                break
-            epochs += 1
-            order = torch.randperm(len(images), generator=generator).to(device)
-            usage = torch.zeros(codes, dtype=torch.long, device=device)
-            for start in range(0, len(images), args.batch_size):
-                batch = images[order[start : start + args.batch_size]]
-                if model.kind == "vqvae" and iteration == 0:
-                    with torch.no_grad():
-                        features = model.encoder(batch)
-                    model.bottleneck.reseed(features.permute(0, 2, 3, 1).reshape(-1, args.dim), None, generator)
-                out = model(batch, noise)
-                sse = (batch - out["reconstruction"]).square().flatten(1).sum(1).mean()
-                penalty = out["penalty"].mean()
-                loss = sse + (args.kl_beta * penalty if model.kind == "vae" else penalty)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                iteration += 1
-                if model.kind == "vqvae":
-                    usage += torch.bincount(out["codes"].reshape(-1), minlength=codes)
-                    last_features = out["features"].detach().permute(0, 2, 3, 1).reshape(-1, args.dim)
-                if iteration % args.log_every == 0:
-                    writer.add_scalar("losses/sse", sse.item(), iteration)
-                    writer.add_scalar("losses/penalty", penalty.item(), iteration)
-                progress.set_postfix(sse=f"{sse.item():.2f}", penalty=f"{penalty.item():.2f}")
-            if model.kind == "vqvae":
-                writer.add_scalar("charts/codes_used", int((usage > 0).sum()), iteration)
-                writer.add_scalar(
-                    "charts/dead_codes_reseeded", model.bottleneck.reseed(last_features, usage, generator), iteration
-                )
-    wall_seconds = time.perf_counter() - began
-    held_out = held_out_images(args, device)
+def finish(trainer: Trainer) -> dict:
+    """Score the held-out images, log them and save the final checkpoint; returns the figures."""
+    args, model = trainer.args, trainer.model
+    wall_seconds = trainer.budget.elapsed
+    held_out = held_out_images(args, trainer.run.device, image_size=args.image_size)
     metrics, reconstructions = evaluate(model, held_out)
     metrics.update(
-        wall_seconds=wall_seconds, epochs=epochs, iterations=iteration, num_codes=codes, kl_beta=args.kl_beta
+        wall_seconds=wall_seconds,
+        epochs=round(trainer.iteration / trainer.batches_per_epoch, 2),
+        iterations=trainer.iteration,
+        num_codes=model.settings["num_codes"],
+        kl_beta=args.kl_beta,
     )
-    run.finish(held_out, reconstructions, metrics, iteration, model, model.settings)
-    return model, metrics
+    return trainer.run.finish(held_out, reconstructions, metrics, trainer.iteration, model, model.settings)
 
 
 def main(argv=None) -> dict:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
-    _, metrics = train(args)
+    trainer = set_up(args)
+    train(trainer)
+    metrics = finish(trainer)
     return report(
         args,
         metrics,
@@ -133,7 +202,7 @@ def main(argv=None) -> dict:
             "SSE": f"{metrics['sse']:.2f}",
             "PSNR": f"{metrics['psnr']:.2f}",
             "images/s": f"{metrics['images_per_second']:.0f}",
-            "epochs": str(metrics["epochs"]),
+            "epochs": f"{metrics['epochs']:g}",
             "wall s": f"{metrics['wall_seconds']:.0f}",
         },
     )
