@@ -2,24 +2,28 @@
 
     python -m benchmarks.encoders --data-root /path/to/mnist --json encoders.json
 
-For each estimator it trains ``train.reinforce`` on MNIST ``test[:8000]`` (T=16, capped at
-``--mnist-minutes``) and on ``shapes`` (``--shapes-minutes``), then scores on the held-out split
+For each estimator it trains ``train.reinforce`` on MNIST ``test[:8000]`` (T=16) for
+``--mnist-minutes`` and on ``shapes`` for ``--shapes-minutes``, then scores on the held-out split
 (MNIST ``test[8000:]``, shapes ``test``) the policy and greedy search with the dictionary that
 run learned (same action space). Prints a markdown table: SSE, PSNR, bits per image, images/s,
 training wall time, the median gradient-variance estimate of training and, on shapes, the
-fraction of the optimal return.
+fraction of the optimal return; ``--json`` gets ``{"rows": [...], "interrupted": false}``.
+Ctrl-C stops it: the policy in training is saved as its run's checkpoint, the rows finished so
+far are printed and written (``"interrupted": true``), and the exit status is 130.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import train.evaluate as evaluate
 import train.reinforce as reinforce
 from agents.estimators import BASELINES, ESTIMATORS
+from benchmarks.jobs import check_output, ctrl_c_of_commands, interrupted, setting_up, write_json
+from painter_env.datasets import load_images
 from train.common.config import arg, parse_args
 
 COLUMNS = (
@@ -32,11 +36,12 @@ COLUMNS = (
     "optimal_return_fraction",
     "num_images",
 )
+SPLITS = {"shapes": ("train", "test"), "mnist": ("test[:8000]", "test[8000:]")}  # fitted, scored
 
 
 @dataclass
 class Args:
-    data_root: str = arg(None, "folder holding the MNIST IDX files", type=str)
+    data_root: str = arg(None, "folder holding the MNIST IDX files (default: $PAINTER_DATA_ROOT or ./data)", type=str)
     estimators: list[str] = arg(
         ["reinforce", "iw", "vimco"],
         "estimators to train, one policy each; ESTIMATOR:BASELINE picks REINFORCE's baseline, "
@@ -46,64 +51,32 @@ class Args:
     datasets: list[str] = arg(
         ["shapes", "mnist"], "datasets to train and score on", type=str, choices=("shapes", "mnist")
     )
-    mnist_minutes: float = arg(10.0, "training budget per MNIST policy")
-    shapes_minutes: float = arg(2.0, "training budget per shapes policy")
-    eval_images: int = arg(2000, "held-out images scored")
+    mnist_minutes: float = arg(10.0, "training minutes of each MNIST policy", above=0)
+    shapes_minutes: float = arg(2.0, "training minutes of each shapes policy", above=0)
+    eval_images: int = arg(2000, "held-out images scored (the first N of the held-out split)", at_least=1)
     seed: int = arg(1, "training seed")
-    workdir: str = arg(None, "where runs and checkpoints go (default: a temporary folder)", type=str)
+    workdir: str = arg(None, "where runs and checkpoints go (default: a new temporary folder)", type=str)
     json: str = arg(None, "write the rows as JSON to this path", type=str)
 
 
-def run_dataset(
-    name: str, fit: list[str], score: list[str], estimators: list[str], minutes: float, workdir: Path, extra: list[str]
-) -> list[dict]:
-    """Train one policy per estimator on a dataset; score it and greedy with its dictionary."""
-    rows = []
-    for estimator in estimators:
+def dataset_rows(name: str, args: Args, workdir: Path) -> Iterator[dict]:
+    """Per estimator, train a policy on a dataset; its row, then the row of greedy search with its dictionary."""
+    split, eval_split = SPLITS[name]
+    minutes = args.shapes_minutes if name == "shapes" else args.mnist_minutes
+    data = ["--eval-split", eval_split] + ([] if args.data_root is None else ["--data-root", args.data_root])
+    for estimator in args.estimators:
         run = f"bench_{name}_{estimator.replace(':', '_')}"
         method, _, baseline = estimator.partition(":")
-        trained = reinforce.main(
-            fit
-            + score
-            + extra
-            + [
-                "--estimator",
-                method,
-                "--minutes",
-                str(minutes),
-                "--iterations",
-                "100000",
-                "--run-name",
-                run,
-                "--logdir",
-                str(workdir / "runs"),
-                "--checkpoint-dir",
-                str(workdir / "checkpoints"),
-            ]
-            + (["--baseline", baseline] if baseline else [])
-        )
-        rows.append({**trained, "dataset": name, "encoder": f"policy ({estimator})"})
+        argv = ["--dataset", name, "--split", split, *data, "--eval-images", str(args.eval_images)]
+        argv += ["--seed", str(args.seed), "--estimator", method, *(["--baseline", baseline] if baseline else [])]
+        argv += ["--minutes", str(minutes), "--run-name", run]
+        argv += ["--logdir", str(workdir / "runs"), "--checkpoint-dir", str(workdir / "checkpoints")]
+        trained = reinforce.main(argv)
+        yield {**trained, "dataset": name, "encoder": f"policy ({estimator})"}
         checkpoint = workdir / "checkpoints" / run / "checkpoint.pt"
-        split = score[score.index("--eval-split") + 1]
-        greedy = evaluate.main(
-            [
-                "--checkpoint",
-                str(checkpoint),
-                "--encoder",
-                "greedy",
-                "--eval-split",
-                split,
-                "--eval-images",
-                str(trained["num_images"]),
-            ]
-            + _data_root(fit)
-        )
-        rows.append({**greedy, "dataset": name, "encoder": f"greedy (dictionary of {estimator})"})
-    return rows
-
-
-def _data_root(argv: list[str]) -> list[str]:
-    return argv[argv.index("--data-root") : argv.index("--data-root") + 2] if "--data-root" in argv else []
+        argv = ["--checkpoint", str(checkpoint), "--encoder", "greedy", *data]
+        greedy = evaluate.main(argv + ["--eval-images", str(trained["num_images"])])
+        yield {**greedy, "dataset": name, "encoder": f"greedy (dictionary of {estimator})"}
 
 
 def table(rows: list[dict]) -> str:
@@ -117,36 +90,48 @@ def table(rows: list[dict]) -> str:
 
 def check_estimators(estimators: list[str]) -> None:
     """A clear error for an ``ESTIMATOR[:BASELINE]`` spec that ``train.reinforce`` would reject."""
+    if not estimators:
+        raise ValueError("argument --estimators: give at least one estimator")
     for spec in estimators:
         method, _, baseline = spec.partition(":")
         if method not in ESTIMATORS or (baseline and (method != "reinforce" or baseline not in BASELINES)):
             raise ValueError(
-                f"--estimators: bad spec {spec!r}; choose from {', '.join(ESTIMATORS)}, "
+                f"argument --estimators: bad spec {spec!r}; choose from {', '.join(ESTIMATORS)}, "
                 f"or reinforce:BASELINE with BASELINE one of {', '.join(BASELINES)}"
             )
 
 
+def set_up(args: Args) -> Path:
+    """Check the estimators and that the MNIST splits load (before any training); the working folder."""
+    check_output(args.json, "--json")
+    check_estimators(args.estimators)
+    if not args.datasets:
+        raise ValueError("argument --datasets: give at least one of shapes, mnist")
+    if "mnist" in args.datasets:
+        for split in SPLITS["mnist"]:
+            load_images("mnist", split, args.data_root)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_encoders_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
-    check_estimators(args.estimators)
-    common = ["--eval-images", str(args.eval_images), "--seed", str(args.seed)]
-    data_root = [] if args.data_root is None else ["--data-root", args.data_root]
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_encoders_"))
-    settings = {
-        "shapes": (["--dataset", "shapes", "--split", "train"], ["--eval-split", "test"], args.shapes_minutes),
-        "mnist": (
-            ["--dataset", "mnist", *data_root, "--split", "test[:8000]"],
-            ["--eval-split", "test[8000:]"],
-            args.mnist_minutes,
-        ),
-    }
-    rows = []
-    for dataset in args.datasets:
-        fit, score, minutes = settings[dataset]
-        rows += run_dataset(dataset, fit, score, args.estimators, minutes, workdir, common)
+    with setting_up():
+        workdir = set_up(args)
+    rows, total = [], 2 * len(args.estimators) * len(args.datasets)
+    try:
+        with ctrl_c_of_commands():
+            for dataset in args.datasets:
+                for row in dataset_rows(dataset, args, workdir):
+                    rows.append(row)
+    except KeyboardInterrupt:
+        if rows:
+            print(table(rows))
+        where = f"after {len(rows)} of {total} rows (runs and checkpoints in {workdir})"
+        interrupted(args.json, {"rows": rows}, where)
     print(table(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    write_json(args.json, {"rows": rows, "interrupted": False})
     return rows
 
 

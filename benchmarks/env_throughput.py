@@ -7,36 +7,41 @@ step in calls of ``torch.add`` on tiny tensors (what bounds a batch-of-one kerne
 and R), for painting steps alone and averaged over whole episodes with their autoresets. Each figure
 is the median of several timed repeats; the two single envs are timed in alternation and their
 ratio is the median of the ratios within a round. Random actions are drawn before timing. Prints a
-markdown table and writes JSON with ``--json``.
+markdown table and writes JSON with ``--json``; Ctrl-C stops it there with the rows measured so far
+(the JSON marked ``"interrupted": true``) and exit status 130.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import gymnasium
 import torch
 from tqdm import tqdm
 
 import painter_env  # noqa: F401  (registers Painter-v0)
+from benchmarks.jobs import check_output, interrupted, setting_up, write_json
+from painter_env.config import PainterConfig, build_painter, device_of
 from train.common.config import arg, parse_args
 
 
 @dataclass
 class Args:
-    sizes: list[int] = arg([1024, 4096], "numbers of envs N for SyncVectorEnv vs native", type=int)
-    repeats: int = arg(5, "timed repeats per figure; the median is reported")
-    single_steps: int = arg(5000, "steps per repeat for the single envs")
-    native_steps: int = arg(64, "batched steps per repeat for the native env")
-    sync_steps: int = arg(3, "batched steps per repeat for SyncVectorEnv (slow)")
-    image_sizes: list[int] = arg([28, 112], "the two image sizes (small, large) whose step times compare", type=int)
+    sizes: list[int] = arg([1024, 4096], "numbers of envs N for SyncVectorEnv vs native", type=int, at_least=1)
+    repeats: int = arg(5, "timed repeats per figure; the median is reported", at_least=1)
+    single_steps: int = arg(5000, "steps per repeat for the single envs", at_least=1)
+    native_steps: int = arg(64, "batched steps per repeat for the native env", at_least=1)
+    sync_steps: int = arg(3, "batched steps per repeat for SyncVectorEnv (slow)", at_least=1)
+    image_sizes: list[int] = arg(
+        [28, 112], "the two image sizes (small, large) whose step times compare", type=int, at_least=1
+    )
+    split: str = arg("train", "shapes split the painter envs draw their images from, e.g. 'train[:1000]'")
     device: str = arg("cpu", "device of the native env", choices=["cpu", "cuda"])
-    threads: int = arg(None, "torch intra-op threads (default: torch's)", type=int)
-    quick: bool = arg(False, "tiny sizes and step counts, for a smoke test")
+    threads: int = arg(None, "torch intra-op threads (default: torch's)", type=int, at_least=1)
+    quick: bool = arg(False, "tiny sizes, step counts and split, for a smoke test")
     json: str = arg(None, "write the results as JSON to this path", type=str)
 
 
@@ -94,11 +99,12 @@ def torch_op_run(calls: int):
     return run
 
 
-def single_env_rates(steps: int, repeats: int) -> dict:
+def single_env_rates(steps: int, repeats: int, split: str) -> dict:
     """Single ``Painter-v0`` and ``CartPole-v1`` steps/s (medians), the cost of a painter step in
     CartPole steps and of a CartPole step in tiny torch ops (medians of the ratios within a round)."""
     painter, cartpole, torch_op = interleaved_seconds(
-        [single_env_run("Painter-v0", steps), single_env_run("CartPole-v1", steps), torch_op_run(steps)], repeats
+        [single_env_run("Painter-v0", steps, split=split), single_env_run("CartPole-v1", steps), torch_op_run(steps)],
+        repeats,
     )
     return {
         "painter_steps_per_second": steps / statistics.median(painter),
@@ -132,79 +138,80 @@ def sync_env(num_envs: int, **kwargs):
     return gymnasium.make_vec("Painter-v0", num_envs=num_envs, vectorization_mode="sync", **kwargs)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(Args, __doc__, argv)
+def set_up(args: Args) -> None:
+    """Check the flags that go together, the device and the split (``--quick`` applied first)."""
+    check_output(args.json, "--json")
     if len(args.image_sizes) != 2:
-        raise ValueError(f"--image-sizes takes two sizes (small, large), got {args.image_sizes}")
+        raise ValueError(f"argument --image-sizes: give two sizes (small, large), got {args.image_sizes}")
     if not args.sizes:
-        raise ValueError("--sizes takes at least one number of envs")
+        raise ValueError("argument --sizes: give at least one number of envs")
     if args.quick:
         args.sizes, args.repeats, args.single_steps, args.native_steps, args.sync_steps = [16], 1, 50, 4, 2
-        args.image_sizes = [16, 32]
+        args.image_sizes, args.split = [16, 32], "train[:64]"
+    try:
+        device_of(args.device)
+    except ValueError as error:
+        raise ValueError(f"argument --device: {error}") from None
+    try:  # the images of the single env (cached: its own are these)
+        build_painter(PainterConfig(split=args.split))
+    except ValueError as error:
+        raise ValueError(f"argument --split: {error}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    rows, results = [], {"threads": torch.get_num_threads(), "device": args.device}
-    with tqdm(total=4 + 2 * len(args.sizes), desc="env throughput", leave=False) as progress:
-        results["single"] = single = single_env_rates(args.single_steps, args.repeats)
-        progress.update(2)
-        rows.append(
-            (
-                "single Painter-v0",
-                f"{single['painter_steps_per_second']:,.0f} steps/s",
-                f"{single['step_cost_vs_cartpole']:.2f}x a CartPole step",
-            )
-        )
-        rows.append(("single CartPole-v1", f"{single['cartpole_steps_per_second']:,.0f} steps/s", "yardstick"))
-        rows.append(
-            (
-                "one torch.add of tiny tensors",
-                f"{single['torch_op_seconds'] * 1e6:.2f} us",
-                f"a CartPole step costs {single['cartpole_step_in_torch_ops']:.1f} of them",
-            )
-        )
-        for size in args.sizes:
-            sync = vector_rate(sync_env(size), args.sync_steps, args.repeats, as_tensor=False)
-            progress.update()
-            native = vector_rate(native_env(size, args.device), args.native_steps, args.repeats, as_tensor=True)
-            progress.update()
-            results[f"vector_{size}"] = {
-                "sync_env_steps_per_second": sync,
-                "native_env_steps_per_second": native,
-                "speedup": native / sync,
-            }
-            rows.append((f"SyncVectorEnv N={size}", f"{sync:,.0f} env-steps/s", ""))
-            rows.append(
-                (f"native batched N={size}", f"{native:,.0f} env-steps/s", f"{native / sync:.0f}x SyncVectorEnv")
-            )
-        size = args.sizes[-1]
-        # painting steps only (episodes longer than the timed run), then whole episodes with autoresets,
-        # whose new images and blank canvases cost O(N H W) once per episode
-        horizons = {"painting step": args.native_steps * (args.repeats + 2), "step incl. autoreset": None}
-        results["image_size"] = {"num_envs": size}
-        for label, horizon in horizons.items():
-            small, large = args.image_sizes
-            step_time = {}
-            for image_size in (small, large):
-                env = native_env(size, args.device, image_size=image_size, max_steps=horizon)
-                step_time[image_size] = size / vector_rate(env, args.native_steps, args.repeats, as_tensor=True)
-            progress.update()
-            ratio = step_time[large] / step_time[small]
-            key = label.replace(" ", "_").replace(".", "")
-            results["image_size"][key] = {
-                f"seconds_{small}": step_time[small],
-                f"seconds_{large}": step_time[large],
-                "ratio": ratio,
-            }
-            rows.append((f"native {label}, {small}x{small}, N={size}", f"{step_time[small] * 1e3:.2f} ms", ""))
-            rows.append(
-                (
-                    f"native {label}, {large}x{large}, N={size}",
-                    f"{step_time[large] * 1e3:.2f} ms",
-                    f"{ratio:.2f}x the {small}x{small} time",
-                )
-            )
 
+def measurements(args: Args, results: dict) -> Iterator[tuple[str, str, str]]:
+    """Take every measurement into ``results``; the table rows (measurement, value, comparison) as they come."""
+    split = args.split
+    results["single"] = single = single_env_rates(args.single_steps, args.repeats, split)
+    yield (
+        "single Painter-v0",
+        f"{single['painter_steps_per_second']:,.0f} steps/s",
+        f"{single['step_cost_vs_cartpole']:.2f}x a CartPole step",
+    )
+    yield ("single CartPole-v1", f"{single['cartpole_steps_per_second']:,.0f} steps/s", "yardstick")
+    yield (
+        "one torch.add of tiny tensors",
+        f"{single['torch_op_seconds'] * 1e6:.2f} us",
+        f"a CartPole step costs {single['cartpole_step_in_torch_ops']:.1f} of them",
+    )
+    for size in args.sizes:
+        sync = vector_rate(sync_env(size, split=split), args.sync_steps, args.repeats, as_tensor=False)
+        yield (f"SyncVectorEnv N={size}", f"{sync:,.0f} env-steps/s", "")
+        native = vector_rate(native_env(size, args.device, split=split), args.native_steps, args.repeats, True)
+        results[f"vector_{size}"] = {
+            "sync_env_steps_per_second": sync,
+            "native_env_steps_per_second": native,
+            "speedup": native / sync,
+        }
+        yield (f"native batched N={size}", f"{native:,.0f} env-steps/s", f"{native / sync:.0f}x SyncVectorEnv")
+    size = args.sizes[-1]
+    # painting steps only (episodes longer than the timed run), then whole episodes with autoresets,
+    # whose new images and blank canvases cost O(N H W) once per episode
+    horizons = {"painting step": args.native_steps * (args.repeats + 2), "step incl. autoreset": None}
+    results["image_size"] = {"num_envs": size}
+    for label, horizon in horizons.items():
+        small, large = args.image_sizes
+        step_time = {}
+        for image_size in (small, large):
+            env = native_env(size, args.device, split=split, image_size=image_size, max_steps=horizon)
+            step_time[image_size] = size / vector_rate(env, args.native_steps, args.repeats, as_tensor=True)
+        ratio = step_time[large] / step_time[small]
+        key = label.replace(" ", "_").replace(".", "")
+        results["image_size"][key] = {
+            f"seconds_{small}": step_time[small],
+            f"seconds_{large}": step_time[large],
+            "ratio": ratio,
+        }
+        yield (f"native {label}, {small}x{small}, N={size}", f"{step_time[small] * 1e3:.2f} ms", "")
+        yield (
+            f"native {label}, {large}x{large}, N={size}",
+            f"{step_time[large] * 1e3:.2f} ms",
+            f"{ratio:.2f}x the {small}x{small} time",
+        )
+
+
+def print_table(args: Args, results: dict, rows: list[tuple[str, str, str]]) -> None:
     print(
         f"\nEnvironment throughput ({results['threads']} torch threads, device {args.device}, "
         f"median of {args.repeats})\n"
@@ -212,10 +219,25 @@ def main(argv: list[str] | None = None) -> dict:
     print("| measurement | value | comparison |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(Args, __doc__, argv)
+    with setting_up():
+        set_up(args)
+    results = {"threads": torch.get_num_threads(), "device": args.device, "split": args.split, "interrupted": False}
+    rows, total = [], 7 + 2 * len(args.sizes)
+    try:
+        with tqdm(total=total, desc="env throughput", leave=False) as progress:
+            for row in measurements(args, results):
+                rows.append(row)
+                progress.update()
+    except KeyboardInterrupt:
+        if rows:
+            print_table(args, results, rows)
+        interrupted(args.json, results, f"after {len(rows)} of {total} rows")
+    print_table(args, results, rows)
+    write_json(args.json, results)
     return results
 
 

@@ -13,14 +13,15 @@ replicates, the ratio to REINFORCE with the leave-one-out baseline, and the rela
 of the objectives (IW's gradient is about (S-1)/S times REINFORCE's when the samples' weights
 are nearly equal). REINFORCE's moving-average baseline is taken at the value training drives it
 to: the mean return-to-go of each step, over ``--baseline-batches`` batches drawn before the
-replicates (so it is a constant, as the baseline is within one training batch).
+replicates (so it is a constant, as the baseline is within one training batch). Ctrl-C stops it
+with the rows of the replicates done so far (two at least; the JSON marked ``"interrupted": true``)
+and exit status 130.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from agents.encoders import CHECKPOINT_KIND, load_policy
 from agents.estimators import iw, reinforce, returns_to_go, vimco
 from agents.rollout import sample_batch
+from benchmarks.jobs import check_output, interrupted, setting_up, write_json
 from decoders.dictionary import PatchDictionary
 from decoders.storage import load_checkpoint
 from painter_env.config import PainterConfig, build_painter
@@ -47,25 +49,27 @@ REFERENCE = "reinforce (loo)"
 
 @dataclass
 class Args:
-    checkpoint: str = arg(None, "a train.reinforce checkpoint (policy and dictionary); required", type=str)
+    checkpoint: str = arg(
+        None, "the train.reinforce checkpoint (policy and dictionary) to measure at (default: none, required)", type=str
+    )
     data_root: str = arg(None, "folder of the dataset files (default: the checkpoint's)", type=str)
     split: str = arg(None, "images to draw (default: the checkpoint's training split)", type=str)
-    replicates: int = arg(64, "replicate batches (gradients per estimator)")
-    batch_size: int = arg(16, "images per replicate batch")
-    samples: int = arg(4, "programs sampled per image (S)")
-    beta: float = arg(None, "inverse temperature (default: the checkpoint's)", type=float)
+    replicates: int = arg(64, "replicate batches (gradients per estimator)", at_least=2)
+    batch_size: int = arg(16, "images per replicate batch", at_least=1)
+    samples: int = arg(4, "programs sampled per image (S)", at_least=2)
+    beta: float = arg(None, "inverse temperature (default: the checkpoint's)", type=float, above=0)
     baseline_batches: int = arg(
-        16, "batches drawn first to set REINFORCE's moving-average baseline (each step's mean return)"
+        16, "batches drawn first to set REINFORCE's moving-average baseline (each step's mean return)", at_least=1
     )
     seed: int = arg(0, "seed of the images and samples")
-    threads: int = arg(1, "torch CPU threads")
+    threads: int = arg(1, "torch CPU threads", at_least=1)
     json: str = arg(None, "write the rows as JSON to this path", type=str)
 
 
 def replicate_gradients(
     policy, painter, replicates: int, batch_size: int, samples: int, beta: float, seed: int, baseline_batches: int = 16
-) -> dict[str, torch.Tensor]:
-    """``(replicates, parameters)`` encoder gradients per estimator, all from the same batches."""
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Per replicate batch, the flattened encoder gradient of each estimator, all from that same batch."""
     generator = torch.Generator().manual_seed(seed)
     images, parameters = painter.data.images, list(policy.parameters())
 
@@ -78,21 +82,21 @@ def replicate_gradients(
         moving_average = torch.stack(
             [beta * returns_to_go(draw().rewards).mean((0, 1)) for _ in range(baseline_batches)]
         ).mean(0)
-    gradients = {name: [] for name in ESTIMATORS}
-    for _ in tqdm(range(replicates), desc="replicates"):
-        batch = draw()
+    for _ in range(replicates):
+        batch, gradients = draw(), {}
         for name, (estimator, options) in ESTIMATORS.items():
             extra = {"moving_average": moving_average} if options.get("baseline") == "moving-average" else {}
             loss = estimator(batch, beta=beta, **options, **extra).encoder_loss
             grads = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
-            gradients[name].append(
-                torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, parameters)])
+            gradients[name] = torch.cat(
+                [(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, parameters)]
             )
-    return {name: torch.stack(rows) for name, rows in gradients.items()}
+        yield gradients
 
 
 def variance_rows(gradients: dict[str, torch.Tensor]) -> list[dict]:
-    """Per estimator: the covariance trace, its ratio to the reference, and the relative variance.
+    """Per estimator: the covariance trace, its ratio to the reference (None when the reference's is 0),
+    and the relative variance.
 
     ``||mean||^2`` overestimates ``||E g||^2`` by ``trace / R``; the relative variance uses the
     unbiased difference and is ``None`` where the mean gradient is not resolved from the noise.
@@ -105,7 +109,7 @@ def variance_rows(gradients: dict[str, torch.Tensor]) -> list[dict]:
             {
                 "estimator": name,
                 "variance": traces[name],
-                "ratio_to_reinforce_loo": traces[name] / traces[REFERENCE],
+                "ratio_to_reinforce_loo": traces[name] / traces[REFERENCE] if traces[REFERENCE] > 0 else None,
                 "relative_variance": traces[name] / signal if signal > 0 else None,
                 "replicates": g.shape[0],
             }
@@ -116,45 +120,68 @@ def variance_rows(gradients: dict[str, torch.Tensor]) -> list[dict]:
 def table(rows: list[dict]) -> str:
     lines = ["| estimator | variance (trace) | ratio to reinforce (loo) | relative variance |", "|---|---|---|---|"]
     for r in rows:
+        ratio = "-" if r["ratio_to_reinforce_loo"] is None else f"{r['ratio_to_reinforce_loo']:.3f}"
         relative = "not resolved" if r["relative_variance"] is None else f"{r['relative_variance']:.4g}"
-        lines.append(f"| {r['estimator']} | {r['variance']:.4g} | {r['ratio_to_reinforce_loo']:.3f} | {relative} |")
+        lines.append(f"| {r['estimator']} | {r['variance']:.4g} | {ratio} | {relative} |")
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(Args, __doc__.split("\n\n")[0], argv)
+def set_up(args: Args):
+    """The checkpoint's painter (on ``--split`` from ``--data-root`` when given), its policy and beta."""
+    check_output(args.json, "--json")
     if args.checkpoint is None:
-        raise ValueError("--checkpoint is required: a train.reinforce checkpoint (policy and dictionary)")
-    if args.replicates < 2 or args.samples < 2:
-        raise ValueError(f"--replicates and --samples must be at least 2, got {args.replicates} and {args.samples}")
-    if args.baseline_batches < 1:
-        raise ValueError(f"--baseline-batches must be at least 1, got {args.baseline_batches}")
+        raise ValueError("argument --checkpoint: required, a train.reinforce checkpoint (policy and dictionary)")
     torch.set_num_threads(args.threads)
-    payload = load_checkpoint(args.checkpoint, CHECKPOINT_KIND)
+    try:
+        payload = load_checkpoint(args.checkpoint, CHECKPOINT_KIND)
+    except (OSError, ValueError) as error:  # torch's reasons for an unreadable file run over several lines
+        raise ValueError(f"argument --checkpoint: {str(error).splitlines()[0].split('. ')[0]}") from None
     config = dict(payload["env_config"], dictionary=PatchDictionary.from_payload(payload["dictionary"]))
     config.update({key: value for key, value in (("data_root", args.data_root), ("split", args.split)) if value})
     painter = build_painter(PainterConfig(**config))
     policy = load_policy(payload, "cpu")
     beta = payload["args"]["beta"] if args.beta is None else args.beta
-    gradients = replicate_gradients(
-        policy, painter, args.replicates, args.batch_size, args.samples, beta, args.seed, args.baseline_batches
-    )
+    return painter, policy, beta
+
+
+def main(argv=None) -> dict:
+    args = parse_args(Args, __doc__.split("\n\n")[0], argv)
+    with setting_up():
+        painter, policy, beta = set_up(args)
     result = {
         "checkpoint": str(args.checkpoint),
-        "split": config["split"],
+        "split": painter.config.split,
         "samples": args.samples,
         "batch_size": args.batch_size,
         "beta": beta,
-        "rows": variance_rows(gradients),
+        "interrupted": False,
+        "rows": [],
     }
+    done = []
+    replicates = replicate_gradients(
+        policy, painter, args.replicates, args.batch_size, args.samples, beta, args.seed, args.baseline_batches
+    )
+    try:
+        for gradients in tqdm(replicates, total=args.replicates, desc="replicates"):
+            done.append(gradients)
+    except KeyboardInterrupt:
+        if len(done) >= 2:  # a variance needs two replicates
+            result["rows"] = variance_rows(stacked(done))
+            print(table(result["rows"]))
+        interrupted(args.json, result, f"after {len(done)} of {args.replicates} replicate batches")
+    result["rows"] = variance_rows(stacked(done))
     print(
         f"Encoder-gradient variance at the checkpoint's parameters, S={args.samples}, "
         f"{args.batch_size} images per batch, {args.replicates} replicate batches (common random numbers)\n"
     )
     print(table(result["rows"]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return result
+
+
+def stacked(replicates: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``(replicates, parameters)`` gradients per estimator."""
+    return {name: torch.stack([gradients[name] for gradients in replicates]) for name in ESTIMATORS}
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python -m benchmarks.rate_distortion --data-root ../shared/data/mnist --minutes 30 --jobs 2 \\
         --json rd.json --plot rd.png
-    python -m benchmarks.rate_distortion --data-root DIR --quick        # a smoke run in about a minute
+    python -m benchmarks.rate_distortion --data-root DIR --quick        # a smoke run
 
 At each rate of ``--bits`` (default about 70, 140 and 279 bits per image) a painter is trained by
 ``python -m train.reinforce --match-bits B`` (its defaults otherwise) and scored with four encoders
@@ -14,13 +14,17 @@ k-means (fitted here), and with ``--baselines`` LLGAE, CGAE and VAEs (``--minute
 
 Training and evaluation commands run as subprocesses, ``--jobs`` at a time with one thread each
 (in this process when ``--jobs 1``). Prints a markdown table, writes ``--json`` and draws the
-rate-distortion curves to ``--plot`` (PNG).
+rate-distortion curves to ``--plot`` (PNG). Ctrl-C stops the running commands (a trainer saves its
+checkpoint), prints and writes the rows finished so far (``"interrupted": true``) and exits 130;
+the finished jobs' figures stay in the working folder (a temporary one is kept too), and the same
+command with ``--workdir`` there runs only the jobs that are left.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,14 +33,16 @@ from pathlib import Path
 import torch
 
 from agents.gibbs import SWEEPS as GIBBS_SWEEPS
-from benchmarks.jobs import Job, run_jobs
+from benchmarks.jobs import Job, check_output, interrupted, run_jobs, setting_up, write_json
 from decoders.dictionary import kmeans_plus_plus
+from painter_env.config import device_of
 from painter_env.datasets import load_images
 from train.common.config import arg, parse_args
 from train.common.metrics import reconstruction_metrics
 
 QUICK = {"split": "test[:300]", "eval_images": 16, "minutes": 0.02, "bits": [70.0, 140.0]}
 MATCHED = ("greedy", "greedy-gibbs", "policy", "gibbs")
+KMEANS_SIZES = (10, 64, 256)  # codebook sizes of the k-means rows
 FAMILIES = {
     "greedy": "painter: greedy",
     "greedy-gibbs": "painter: greedy + Gibbs",
@@ -48,25 +54,30 @@ FAMILIES = {
 @dataclass
 class Args:
     dataset: str = arg("mnist", "dataset: mnist, fashion-mnist, shapes or folder:PATH")
-    data_root: str = arg(None, "folder holding the dataset files", type=str)
+    data_root: str = arg(None, "folder holding the dataset files (default: $PAINTER_DATA_ROOT or ./data)", type=str)
     split: str = arg("test[:8000]", "split every model is fitted on")
     eval_split: str = arg("test[8000:]", "split every model is scored on")
-    eval_images: int = arg(None, "score only the first N images of --eval-split (default: all)", type=int)
-    bits: list = arg([70.0, 140.0, 279.0], "bits per image of the matched-rate rows", type=float)
-    models: list = arg(["painter", "vqvae"], "the matched-rate models to train and score", type=str,
-                       choices=("painter", "vqvae"))  # fmt: skip
-    minutes: float = arg(30.0, "training minutes of every trained model (painter, VQ-VAE, baselines)")
-    jobs: int = arg(2, "commands run at once, one thread each (1: in this process, one after another)")
-    gibbs_sweeps: int = arg(GIBBS_SWEEPS, "sweeps of Gibbs refinement of the greedy and policy programs")
+    eval_images: int = arg(None, "score only the first N images of --eval-split (default: all)", type=int, at_least=1)
+    bits: list = arg([70.0, 140.0, 279.0], "bits per image of the matched-rate rows", type=float, above=0)
+    models: list = arg(
+        ["painter", "vqvae"], "the matched-rate models to train and score", type=str, choices=("painter", "vqvae")
+    )
+    minutes: float = arg(30.0, "training minutes of every trained model (painter, VQ-VAE, baselines)", above=0)
+    jobs: int = arg(2, "commands run at once, one thread each (1: in this process, one after another)", at_least=1)
+    gibbs_sweeps: int = arg(GIBBS_SWEEPS, "sweeps of Gibbs refinement of the greedy and policy programs", at_least=0)
     baselines: bool = arg(False, "also train LLGAE, CGAE and VAEs (--minutes each)")
-    kl_betas: list = arg([1.0, 0.1, 0.02], "KL weights of the VAE rows (with --baselines)", type=float)
-    quick: bool = arg(False, "smoke run: fit on test[:300], 16 held-out images, rates 70 and 140, a second of training")
+    kl_betas: list = arg([1.0, 0.1, 0.02], "KL weights of the VAE rows (with --baselines)", type=float, at_least=0)
+    quick: bool = arg(
+        False,
+        "smoke run; where not given otherwise: fit on test[:300], score 16 images, rates 70 and 140, "
+        "about a second of training per model",
+    )
     seed: int = arg(1, "random seed of every model")
     device: str = arg("cpu", "cpu or cuda")
     workdir: str = arg(
         None,
-        "keep the runs (checkpoints, logs, metrics) here (default: a temporary folder); "
-        "a run whose figures are there already is not run again",
+        "keep the runs (checkpoints, logs, metrics) here (default: a temporary folder, removed at the end "
+        "unless the run is interrupted); a run whose figures are there already is not run again",
         type=str,
     )
     json: str = arg(None, "write the rows as JSON to this path", type=str)
@@ -91,38 +102,36 @@ def painter_jobs(args: Args, workdir: Path) -> tuple[list[Job], list[Job]]:
     training, evaluation = [], []
     for bits in args.bits:
         run = f"painter-{bits:g}bits"
-        flags = trainer_flags(args, run, workdir) + ["--match-bits", str(bits), "--iterations", "1000000000"]
+        flags = trainer_flags(args, run, workdir) + ["--match-bits", str(bits)]
         training.append(Job(run, "painter training", "train.reinforce", flags, workdir / f"{run}.json"))
         checkpoint = workdir / "checkpoints" / run / "checkpoint.pt"
         for encoder in MATCHED:
             argv = ["--checkpoint", str(checkpoint), "--encoder", encoder, "--eval-split", args.eval_split]
             argv += data_flags(args) + ["--gibbs-sweeps", str(args.gibbs_sweeps), "--threads", "1"]
             argv += ["--eval-images", str(args.eval_images)] if args.eval_images else []
-            metrics = workdir / f"{run}-{encoder}.json"
-            evaluation.append(Job(f"{FAMILIES[encoder]}, {bits:g} bits", FAMILIES[encoder], "train.evaluate", argv,
-                                  metrics))  # fmt: skip
+            name, metrics = f"{FAMILIES[encoder]}, {bits:g} bits", workdir / f"{run}-{encoder}.json"
+            evaluation.append(Job(name, FAMILIES[encoder], "train.evaluate", argv, metrics))
     return training, evaluation
 
 
 def baseline_jobs(args: Args, workdir: Path) -> list[Job]:
     """VQ-VAE at each rate, and with ``--baselines`` LLGAE, CGAE and VAEs."""
-    epochs = ["--epochs", "1000000"]
-    jobs = [] if "vqvae" not in args.models else [
-        Job(f"VQ-VAE, {bits:g} bits", "VQ-VAE", "train.vqvae",
-            trainer_flags(args, f"vqvae-{bits:g}bits", workdir) + ["--match-bits", str(bits)] + epochs,
-            workdir / f"vqvae-{bits:g}bits.json")
-        for bits in args.bits
-    ]  # fmt: skip
+    jobs = []
+    if "vqvae" in args.models:
+        for bits in args.bits:
+            run = f"vqvae-{bits:g}bits"
+            flags = trainer_flags(args, run, workdir) + ["--match-bits", str(bits)]
+            jobs.append(Job(f"VQ-VAE, {bits:g} bits", "VQ-VAE", "train.vqvae", flags, workdir / f"{run}.json"))
     if args.baselines:
-        jobs.append(Job("LLGAE K=11 E=20", "LLGAE", "train.llgae", trainer_flags(args, "llgae", workdir) + epochs,
-                        workdir / "llgae.json"))  # fmt: skip
+        flags = trainer_flags(args, "llgae", workdir)
+        jobs.append(Job("LLGAE K=11 E=20", "LLGAE", "train.llgae", flags, workdir / "llgae.json"))
         for components in (8, 16):
             run = f"cgae-H{components}"
-            flags = trainer_flags(args, run, workdir) + ["--components", str(components)] + epochs
+            flags = trainer_flags(args, run, workdir) + ["--components", str(components)]
             jobs.append(Job(f"CGAE-Gibbs H={components}", "CGAE", "train.cgae", flags, workdir / f"{run}.json"))
         for beta in args.kl_betas:
             run = f"vae-{beta:g}"
-            flags = trainer_flags(args, run, workdir) + ["--model", "vae", "--kl-beta", str(beta)] + epochs
+            flags = trainer_flags(args, run, workdir) + ["--model", "vae", "--kl-beta", str(beta)]
             jobs.append(Job(f"VAE kl-beta={beta:g}", "VAE", "train.vqvae", flags, workdir / f"{run}.json"))
     return jobs
 
@@ -150,8 +159,8 @@ def metrics_note(metrics: dict) -> str:
 
 def row(name: str, family: str, metrics: dict, fit_seconds: float | None, note: str = "") -> dict:
     keys = ("bits_per_image", "sse", "psnr", "images_per_second")
-    return {"name": name, "family": family, **{key: float(metrics[key]) for key in keys}, "fit_seconds": fit_seconds,
-            "note": note}  # fmt: skip
+    figures = {key: float(metrics[key]) for key in keys}
+    return {"name": name, "family": family, **figures, "fit_seconds": fit_seconds, "note": note}
 
 
 def timed(function):
@@ -172,7 +181,7 @@ def classical_rows(train: torch.Tensor, test: torch.Tensor, quick: bool, seed: i
         codes, seconds = timed(lambda basis=basis: mean + ((test.flatten(1) - mean) @ basis) @ basis.T)
         metrics = reconstruction_metrics(test, codes.view(shape), 32.0 * dims, seconds)
         rows.append(row(f"PCA E={dims}", "PCA", metrics, fit, "codes as float32"))
-    for count in (10, 64, 256):
+    for count in KMEANS_SIZES:
         generator = torch.Generator().manual_seed(seed)
         fitting = lambda count=count, generator=generator: kmeans_plus_plus(  # noqa: E731
             flat, count, generator, iterations=5 if quick else 25
@@ -228,38 +237,96 @@ def draw(rows: list[dict], path: str, title: str) -> None:
     plt.close(figure)
 
 
-def benchmark(args: Args, workdir: Path) -> dict:
-    """Fit and score everything; the rows and the notes of what failed."""
+def apply_quick(args: Args) -> None:
+    """``--quick``: the smoke-run values of :data:`QUICK`, for the flags left at their defaults."""
+    defaults = Args()
+    for key, value in QUICK.items():
+        if getattr(args, key) == getattr(defaults, key):
+            setattr(args, key, value)
+
+
+def set_up(args: Args) -> tuple[torch.Tensor, torch.Tensor, Path]:
+    """Check the flags and load the images (fitting and held-out) before any work; the working folder."""
+    check_output(args.json, "--json")
+    check_output(args.plot, "--plot")
+    if not args.bits:
+        raise ValueError("argument --bits: give at least one rate (bits per image)")
+    try:
+        device_of(args.device)
+    except ValueError as error:
+        raise ValueError(f"argument --device: {error}") from None
+    except RuntimeError:  # torch's error for a string that names no device
+        raise ValueError(f"argument --device: give cpu or cuda (cuda:N), got {args.device!r}") from None
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as error:
+            raise ImportError(f"argument --plot: drawing needs matplotlib ({error})") from None
     train = load_images(args.dataset, args.split, args.data_root).images
+    if len(train) < max(KMEANS_SIZES):
+        raise ValueError(
+            f"argument --split: the k-means rows need {max(KMEANS_SIZES)} images, {args.split} has {len(train)}"
+        )
     test = load_images(args.dataset, args.eval_split, args.data_root).images[: args.eval_images]
-    rows = classical_rows(train, test, args.quick, args.seed)
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="rate_distortion_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return train, test, workdir
+
+
+def all_jobs(args: Args, workdir: Path) -> tuple[list[Job], list[Job], list[Job]]:
+    """The painters' training jobs, their evaluations, and the other models' jobs (each trains and scores)."""
     training, evaluation = painter_jobs(args, workdir) if "painter" in args.models else ([], [])
-    baselines = baseline_jobs(args, workdir)
-    notes = run_jobs(training + baselines, args.jobs, "training")
-    notes += run_jobs(evaluation, args.jobs, "evaluating")
-    rows += job_rows(evaluation + baselines)
-    return {"dataset": args.dataset, "split": args.split, "eval_split": args.eval_split, "num_images": len(test),
-            "minutes": args.minutes, "rows": rows, "notes": notes}  # fmt: skip
+    return training, evaluation, baseline_jobs(args, workdir)
+
+
+def benchmark(args: Args, train: torch.Tensor, test: torch.Tensor, workdir: Path, result: dict) -> None:
+    """Fit and score everything: the rows, and notes of what failed, go into ``result`` as they come."""
+    training, evaluation, baselines = all_jobs(args, workdir)
+    try:
+        result["rows"] += classical_rows(train, test, args.quick, args.seed)
+        result["notes"] += run_jobs(training + baselines, args.jobs, "training")
+        result["notes"] += run_jobs(evaluation, args.jobs, "evaluating")
+    finally:  # the rows of every finished job, also after Ctrl-C
+        result["rows"] += job_rows(evaluation + baselines)
 
 
 def main(argv=None) -> dict:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
     if args.quick:
-        args.split, args.eval_images, args.minutes, args.bits = (QUICK[key] for key in QUICK)
-    if args.jobs < 1 or not args.bits or min(args.bits) <= 0:
-        raise ValueError("--jobs must be >= 1 and --bits positive numbers")
-    with tempfile.TemporaryDirectory() as scratch:
-        workdir = Path(args.workdir or scratch)
-        workdir.mkdir(parents=True, exist_ok=True)
-        result = benchmark(args, workdir)
-    print(f"\nRate-distortion on {args.dataset}: fit {args.split}, score {args.eval_split} ({result['num_images']} "
-          f"images), {args.minutes:g} minutes of training per model\n")  # fmt: skip
+        apply_quick(args)
+    with setting_up():
+        train, test, workdir = set_up(args)
+    result = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "eval_split": args.eval_split,
+        "num_images": len(test),
+        "minutes": args.minutes,
+        "interrupted": False,
+        "rows": [],
+        "notes": [],
+    }
+    try:
+        benchmark(args, train, test, workdir, result)
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+        if result["rows"]:
+            print(markdown(result["rows"]))
+        jobs = [job for group in all_jobs(args, workdir) for job in group]
+        finished = sum(job.metrics.exists() for job in jobs)
+        where = f"with {finished} of {len(jobs)} jobs finished; the same command with --workdir {workdir} skips them"
+        interrupted(args.json, result, where)
+    finally:
+        if args.workdir is None and not result["interrupted"]:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"\nRate-distortion on {args.dataset}: fit {args.split}, score {args.eval_split} ({result['num_images']} "
+        f"images), {args.minutes:g} minutes of training per model\n"
+    )
     print(markdown(result["rows"]))
     for note in result["notes"]:
         print(f"\n- {note}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     if args.plot:
         draw(result["rows"], args.plot, f"{args.dataset}: fit {args.split}, score {args.eval_split}")
     return result

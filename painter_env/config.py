@@ -214,7 +214,10 @@ def _kmeans_payload(
 
 def device_of(device: str | torch.device | None) -> torch.device:
     """``torch.device`` with a clear error for an unavailable CUDA device."""
-    device = torch.device(device or "cpu")
+    try:
+        device = torch.device(device or "cpu")
+    except RuntimeError as error:  # an unknown device name
+        raise ValueError(f"unknown device {device!r}: use cpu or cuda ({error})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but CUDA is not available on this machine")
     return device
