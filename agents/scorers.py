@@ -111,8 +111,9 @@ class PlacementScorer:
             energy = energy * self.visible
             if self.step < self.plan_path.shape[1]:
                 corner = self.plan_path[:, self.step]
-                bracket = self._block(torch.cat([self.visible * self.targets, self.visible], 1), corner,
-                                      self.bracket_filters)  # fmt: skip
+                bracket = self._block(
+                    torch.cat([self.visible * self.targets, self.visible], 1), corner, self.bracket_filters
+                )
                 self._write(self._base, corner, bracket)
                 self._write(self._base_best, corner, bracket.unflatten(1, (-1, self.num_levels)).amax(2))
                 self._update_terms(energy, corner)

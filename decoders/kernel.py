@@ -143,8 +143,9 @@ def act_(
     canvas_rows, target_rows = row_blocks(canvas, geometry.patch_size), row_blocks(target, geometry.patch_size)
     rows = window_rows(canvas, corner, geometry)
     old = canvas_rows.index_select(0, rows).view(size)
-    window = target_rows.index_select(0, rows if target.stride() == canvas.stride() else
-                                      window_rows(target, corner, geometry)).view(size)  # fmt: skip
+    window = target_rows.index_select(
+        0, rows if target.stride() == canvas.stride() else window_rows(target, corner, geometry)
+    ).view(size)
     ids = patch_ids(actions, num_levels)
     new = composite(old, values.index_select(0, ids), support.index_select(0, ids))
     canvas_rows.index_copy_(0, rows, new.view(-1, geometry.patch_size))
@@ -167,8 +168,9 @@ def window_rows(images: torch.Tensor, corner: torch.Tensor, geometry: CanvasGeom
 
 # Cached: a step then adds the corners to it in one op instead of building it anew.
 @lru_cache(maxsize=64)
-def _row_offsets(geometry: CanvasGeometry, batch: int, image_stride: int, channel_stride: int, channels: int,
-                 device: str) -> torch.Tensor:  # fmt: skip
+def _row_offsets(
+    geometry: CanvasGeometry, batch: int, image_stride: int, channel_stride: int, channels: int, device: str
+) -> torch.Tensor:
     """``(B, C, R)``: ``b * image_stride + c * channel_stride + r * W``, where row r of channel c of
     image b's window starts, less the window's corner pixel."""
     rows = torch.arange(geometry.patch_size) * geometry.width

@@ -1,5 +1,7 @@
-"""Shared fixtures: small painter configurations and the MNIST files when they are present."""
+"""Shared fixtures: small painter configurations and the shared MNIST and CIFAR-10 folders (a test that
+needs one fails when it is missing: set ``PAINTER_SHARED_DATA`` to point the tests at ``shared/data``)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +10,8 @@ import torch
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import CanvasGeometry
 
-MNIST_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+SHARED_DATA_VARIABLE = "PAINTER_SHARED_DATA"
+DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 SMALL_SHAPES = dict(dataset="shapes", image_size=12, patch_size=5, max_shapes=2, max_steps=4)
 
@@ -42,14 +45,41 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def shared_data() -> Path:
+    """The ``shared/data`` folder: ``$PAINTER_SHARED_DATA`` if set, else the repository's parent's ``shared/data``."""
+    override = os.environ.get(SHARED_DATA_VARIABLE)
+    return Path(override).expanduser() if override else DEFAULT_SHARED_DATA
+
+
+def shared_folder(name: str, what: str, present) -> Path:
+    """``shared_data() / name``; the test fails (one line, no traceback) if ``present(folder)`` is false."""
+    folder = shared_data() / name
+    if not present(folder):
+        override = os.environ.get(SHARED_DATA_VARIABLE)
+        where = f"{SHARED_DATA_VARIABLE}={override}" if override else "the default"
+        pytest.fail(
+            f"{what} not found in {folder} ({where}): set {SHARED_DATA_VARIABLE} to the shared/data folder "
+            f"that holds it (default {DEFAULT_SHARED_DATA})",
+            pytrace=False,
+        )
+    return folder
+
+
 @pytest.fixture
 def mnist_root() -> Path:
-    if (
-        not (MNIST_ROOT / "t10k-images-idx3-ubyte.gz").is_file()
-        and not (MNIST_ROOT / "t10k-images-idx3-ubyte").is_file()
-    ):
-        pytest.skip(f"MNIST test files not found in {MNIST_ROOT}")
-    return MNIST_ROOT
+    """The MNIST folder (``shared/data/mnist``, with the test set); the test fails if it is missing."""
+    names = ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte")
+    return shared_folder(
+        "mnist",
+        "MNIST test images (t10k-images-idx3-ubyte[.gz])",
+        lambda folder: any((folder / n).is_file() for n in names),
+    )
+
+
+@pytest.fixture
+def cifar_root() -> Path:
+    """The CIFAR-10 folder of PNGs (``shared/data/cifar10/train``); the test fails if it is missing."""
+    return shared_folder("cifar10/train", "CIFAR-10 PNG images", lambda folder: any(folder.glob("*.png")))
 
 
 def random_dictionary(

@@ -8,5 +8,13 @@ METRICS_KEYS = ("sse", "psnr", "bits_per_image", "images_per_second", "num_image
 
 def run_flags(tmp_path, name: str) -> list[str]:
     """Logs, checkpoint and metrics of run ``name`` under ``tmp_path``."""
-    return ["--logdir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck"), "--run-name", name,
-            "--metrics-json", str(tmp_path / f"{name}.json")]  # fmt: skip
+    return [
+        "--logdir",
+        str(tmp_path / "runs"),
+        "--checkpoint-dir",
+        str(tmp_path / "ck"),
+        "--run-name",
+        name,
+        "--metrics-json",
+        str(tmp_path / f"{name}.json"),
+    ]

@@ -12,7 +12,17 @@ from agents.policy import PolicyConfig, policy_for
 from agents.rollout import draft, env_rollout, rollout
 from agents.scorers import make_scorer
 from decoders.dictionary import PatchDictionary
-from decoders.kernel import CanvasGeometry, act_, cursor_path, decode, ownership, patch_ids, placement_rewards
+from decoders.greedy import reachable
+from decoders.kernel import (
+    CanvasGeometry,
+    act_,
+    cursor_path,
+    decode,
+    move_cursor,
+    ownership,
+    patch_ids,
+    placement_rewards,
+)
 
 GEOMETRY = CanvasGeometry(8, 8, 3, 2)
 
@@ -110,6 +120,8 @@ def test_plan_scorer_rewards_are_the_sse_decrease_of_the_program_with_the_plan_a
 
 
 def test_a_policy_with_two_passes_rewrites_its_own_most_likely_program():
+    """The draft is the first pass's most likely program; the rewrite reads it, and (the plan's later
+    strokes occluding) writes a different program for some images: it does not copy the draft."""
     dictionary, targets = _dictionary(), _targets()
     policy = _policy(dictionary, passes=2)
     with torch.no_grad():
@@ -120,9 +132,40 @@ def test_a_policy_with_two_passes_rewrites_its_own_most_likely_program():
         assert torch.equal(
             first.actions, rollout(policy, targets, dictionary, GEOMETRY, 4, mode="greedy", plan=plan).actions
         )
+    rewritten = (first.actions != plan).flatten(1).any(1)
+    assert rewritten.any(), "the rewrite copied the draft on every image"
     assert draft(single, targets, dictionary, GEOMETRY, 4) is None
     with pytest.raises(ValueError, match="passes"):
         PolicyConfig(1, 8, 8, 3, 2, 3, 2, passes=0)
+
+
+def test_without_its_learned_terms_the_rewrite_takes_the_best_plan_aware_stroke_at_every_step():
+    """With the matched-filter terms dominating (a large ``score_scale``), each step of the rewrite's
+    most likely program is the argmax, over reachable positions and patches, of the plan-aware
+    rewards (the draft's later strokes hiding what they paint over), and that program is not the
+    draft: a rewrite that copied the draft, or scored strokes without the plan, would fail."""
+    dictionary, targets = _dictionary(), _targets()
+    torch.manual_seed(0)
+    policy = policy_for(GEOMETRY, dictionary, hidden_size=16, feature_size=8, passes=2, score_scale=1e4)
+    values, support = (tensor.detach() for tensor in dictionary.patches())
+    positions = GEOMETRY.rows * GEOMETRY.cols
+    with torch.no_grad():
+        plan = draft(policy, targets, dictionary, GEOMETRY, 4)
+        rewrite = rollout(policy, targets, dictionary, GEOMETRY, 4, mode="greedy", plan=plan).actions
+        scorer = make_scorer(targets, values, support, dictionary.num_levels, GEOMETRY, plan)
+        canvas, cursor = torch.zeros(6, 1, 64), torch.tensor(GEOMETRY.start).repeat(6, 1)
+        for step in range(4):
+            grid = scorer.rewards().masked_fill(~reachable(cursor, GEOMETRY)[:, None], -torch.inf)
+            best = grid.flatten(1).argmax(1)
+            patch, position = best // positions, best % positions
+            reached = move_cursor(cursor, rewrite[:, step, :2], GEOMETRY)
+            assert torch.equal(reached[:, 0] * GEOMETRY.cols + reached[:, 1], position), f"step {step}"
+            assert torch.equal(patch_ids(rewrite[:, step], dictionary.num_levels), patch), f"step {step}"
+            cursor, _ = act_(
+                canvas, targets.flatten(2), cursor, rewrite[:, step], values, support, dictionary.num_levels, GEOMETRY
+            )
+            scorer.painted(canvas.view_as(targets), cursor)
+    assert (rewrite != plan).flatten(1).any(1).any(), "the rewrite copied the draft on every image"
 
 
 def test_rollout_rewards_and_canvas_agree_with_decode():

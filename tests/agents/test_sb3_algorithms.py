@@ -4,14 +4,13 @@ shapes, and MaskablePPO never takes a masked action."""
 import gymnasium as gym
 import numpy as np
 import pytest
+import sb3_contrib  # noqa: F401  (in the dev extra: a missing package fails rather than skips)
 from stable_baselines3.common.callbacks import BaseCallback
 
 import painter_env  # noqa: F401  (registers Painter-v0)
 from agents.sb3 import FlattenMultiDiscrete, PainterVecEnv, painter_policy_kwargs
 from agents.sb3.algorithms import FLAT_ACTION_ALGORITHMS, algorithm_class, default_policy, saved_algorithm
 from agents.sb3.encoder import policy_programs
-
-pytest.importorskip("sb3_contrib")
 
 ALGORITHMS = ["ppo", "a2c", "dqn", "recurrent-ppo", "maskable-ppo", "trpo", "qrdqn"]
 TINY = dict(image_size=8, patch_size=4, max_shapes=1, max_steps=1, num_levels=1, split="test")

@@ -5,6 +5,7 @@ import json
 import sys
 
 import pytest
+import sb3_contrib  # noqa: F401  (in the dev extra: a missing package fails rather than skips)
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -103,7 +104,6 @@ SMALL_PPO = ["--hyperparams", "n_steps=8", "batch_size=32"]  # one minibatch per
     ids=["a2c-dummy", "a2c-joint-moves", "dqn", "qrdqn", "recurrent-ppo", "maskable-ppo", "trpo"],
 )
 def test_every_algorithm_trains_saves_and_scores(tmp_path, algo, flags):
-    pytest.importorskip("sb3_contrib")
     small = ["--total-timesteps", "256", "--n-envs", "4", "--move-radius", "1"]
     metrics = run(tmp_path, algo, "--algo", algo, *small, *flags)
     assert metrics["algo"] == algo and metrics["num_images"] == 64 and metrics["total_timesteps"] >= 256
