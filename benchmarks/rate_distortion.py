@@ -9,8 +9,11 @@ At each rate of ``--bits`` (default about 70, 140 and 279 bits per image) a pain
 on the dictionary it learned: greedy search, greedy + Gibbs refinement, the policy's most likely
 program, and the policy + refinement (``train.evaluate --encoder greedy|greedy-gibbs|policy|gibbs``);
 a VQ-VAE is trained by ``python -m train.vqvae --match-bits B`` with the same ``--minutes``. Every
-model fits ``--split`` and is scored on ``--eval-split``. Reference rows: mean image, PCA and
-k-means (fitted here), and with ``--baselines`` LLGAE, CGAE and VAEs (``--minutes`` each).
+model fits ``--split`` and is scored on ``--eval-split``. Reference rows: the mean image, each
+image's mean colour (8 bits a channel), PCA and k-means (fitted here), JPEG and WebP at
+``--codec-qualities`` (bits of the image's own code, headers excluded: ``benchmarks.codecs``), and
+with ``--baselines`` LLGAE, CGAE and VAEs (``--minutes`` each). ``--dataset`` takes any dataset of
+the trainers (``cifar10``, ``folder:PATH`` with ``--image-size``).
 
 Training and evaluation commands run as subprocesses, ``--jobs`` at a time with one thread each
 (in this process when ``--jobs 1``). Prints a markdown table, writes ``--json`` and draws the
@@ -33,6 +36,7 @@ from pathlib import Path
 import torch
 
 from agents.gibbs import SWEEPS as GIBBS_SWEEPS
+from benchmarks.codecs import QUALITIES, codec_metrics
 from benchmarks.jobs import Job, check_output, interrupted, run_jobs, setting_up, write_json
 from decoders.dictionary import kmeans_plus_plus
 from painter_env.config import device_of
@@ -55,6 +59,8 @@ FAMILIES = {
 class Args:
     dataset: str = arg("mnist", "dataset: mnist, fashion-mnist, shapes or folder:PATH")
     data_root: str = arg(None, "folder holding the dataset files (default: $PAINTER_DATA_ROOT or ./data)", type=str)
+    download: bool = arg(False, "fetch mnist, fashion-mnist or cifar10 into --data-root with torchvision if missing")
+    image_size: int = arg(None, "resize images to S x S (default: the images' own size)", type=int, at_least=1)
     split: str = arg("test[:8000]", "split every model is fitted on")
     eval_split: str = arg("test[8000:]", "split every model is scored on")
     eval_images: int = arg(None, "score only the first N images of --eval-split (default: all)", type=int, at_least=1)
@@ -65,6 +71,9 @@ class Args:
     minutes: float = arg(30.0, "training minutes of every trained model (painter, VQ-VAE, baselines)", above=0)
     jobs: int = arg(2, "commands run at once, one thread each (1: in this process, one after another)", at_least=1)
     gibbs_sweeps: int = arg(GIBBS_SWEEPS, "sweeps of Gibbs refinement of the greedy and policy programs", at_least=0)
+    codec_qualities: list = arg(
+        list(QUALITIES), "qualities of the JPEG and WebP rows (none: no codec rows)", type=int, at_least=0
+    )
     baselines: bool = arg(False, "also train LLGAE, CGAE and VAEs (--minutes each)")
     kl_betas: list = arg([1.0, 0.1, 0.02], "KL weights of the VAE rows (with --baselines)", type=float, at_least=0)
     quick: bool = arg(
@@ -86,6 +95,8 @@ class Args:
 
 def data_flags(args: Args) -> list[str]:
     flags = ["--dataset", args.dataset, "--device", args.device]
+    flags += ["--image-size", str(args.image_size)] if args.image_size else []
+    flags += ["--download"] if args.download else []
     return flags + (["--data-root", args.data_root] if args.data_root else [])
 
 
@@ -175,6 +186,9 @@ def classical_rows(train: torch.Tensor, test: torch.Tensor, quick: bool, seed: i
     mean, fit = timed(lambda: flat.mean(0))
     metrics, seconds = timed(lambda: reconstruction_metrics(test, mean.expand(len(test), -1).view(shape), 0.0, 1.0))
     rows = [row("mean image", "mean", {**metrics, "images_per_second": len(test) / seconds}, fit)]
+    colours, seconds = timed(lambda: test.mean((2, 3), keepdim=True).mul(255).round().div(255).expand_as(test))
+    metrics = reconstruction_metrics(test, colours, 8.0 * test.shape[1], seconds)
+    rows.append(row("mean colour of each image", "mean", metrics, None, "8 bits a channel"))
     (_, _, right), fit = timed(lambda: torch.linalg.svd(flat - mean, full_matrices=False))
     for dims in (5, 10, 20, 50):
         basis = right[:dims].T
@@ -190,6 +204,16 @@ def classical_rows(train: torch.Tensor, test: torch.Tensor, quick: bool, seed: i
         nearest, seconds = timed(lambda centres=centres: centres[torch.cdist(test.flatten(1), centres).argmin(1)])
         metrics = reconstruction_metrics(test, nearest.view(shape), math.log2(count), seconds)
         rows.append(row(f"k-means K={count}", "k-means", metrics, fit))
+    return rows
+
+
+def codec_rows(test: torch.Tensor, qualities: list[int]) -> list[dict]:
+    """JPEG and WebP at each quality (``benchmarks.codecs``)."""
+    rows = []
+    for codec, family in (("JPEG", "JPEG"), ("WEBP", "WebP")):
+        for quality in qualities:
+            metrics = codec_metrics(test, codec, quality)
+            rows.append(row(f"{family} quality {quality}", family, metrics, None, "headers not counted"))
     return rows
 
 
@@ -262,12 +286,13 @@ def set_up(args: Args) -> tuple[torch.Tensor, torch.Tensor, Path]:
             import matplotlib  # noqa: F401
         except ImportError as error:
             raise ImportError(f"argument --plot: drawing needs matplotlib ({error})") from None
-    train = load_images(args.dataset, args.split, args.data_root).images
+    train = load_images(args.dataset, args.split, args.data_root, args.download, args.image_size).images
     if len(train) < max(KMEANS_SIZES):
         raise ValueError(
             f"argument --split: the k-means rows need {max(KMEANS_SIZES)} images, {args.split} has {len(train)}"
         )
-    test = load_images(args.dataset, args.eval_split, args.data_root).images[: args.eval_images]
+    test = load_images(args.dataset, args.eval_split, args.data_root, args.download, args.image_size).images
+    test = test[: args.eval_images]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="rate_distortion_"))
     workdir.mkdir(parents=True, exist_ok=True)
     return train, test, workdir
@@ -284,6 +309,7 @@ def benchmark(args: Args, train: torch.Tensor, test: torch.Tensor, workdir: Path
     training, evaluation, baselines = all_jobs(args, workdir)
     try:
         result["rows"] += classical_rows(train, test, args.quick, args.seed)
+        result["rows"] += codec_rows(test, args.codec_qualities)
         result["notes"] += run_jobs(training + baselines, args.jobs, "training")
         result["notes"] += run_jobs(evaluation, args.jobs, "evaluating")
     finally:  # the rows of every finished job, also after Ctrl-C
