@@ -145,8 +145,8 @@ def build_painter(config: PainterConfig) -> Painter:
         raise ValueError(f"patch_size {patch_size} is larger than the images ({height}x{width})")
     config = dataclasses.replace(config, patch_size=patch_size, max_steps=steps)
     dictionary = given if given is not None else data_dictionary(config, data)
-    config = dataclasses.replace(config, background="border" if dictionary.background_levels else "black")
     check_dictionary(config, data, dictionary)
+    config = dataclasses.replace(config, background="border" if dictionary.background_levels else "black")
     move_radius = max(height, width) - patch_size if config.move_radius is None else config.move_radius
     geometry = CanvasGeometry(height, width, patch_size, move_radius)
     return Painter(config, data, dictionary, geometry, steps)
@@ -185,11 +185,11 @@ def check_dictionary(config: PainterConfig, data: ImageSet, dictionary: PatchDic
             f"the dictionary has {dictionary.channels}-channel {dictionary.patch_size}x{dictionary.patch_size} "
             f"patches but the data needs {data.channels}-channel {config.patch_size}x{config.patch_size} patches"
         )
-    background = None if config.background is None else config.background == "border"
+    background = "border" if dictionary.background_levels else "black"
     for name, wanted, actual in (
         ("num_prototypes", config.num_prototypes, dictionary.num_prototypes),
         ("num_levels", config.num_levels, dictionary.num_levels),
-        ("background 'border'", background, bool(dictionary.background_levels)),
+        ("background", config.background, background),
     ):
         if wanted is not None and wanted != actual:
             raise ValueError(f"{name}={wanted} conflicts with the dictionary, which has {actual}")

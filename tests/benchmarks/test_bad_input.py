@@ -18,6 +18,14 @@ from benchmarks import env_throughput
 
 # module -> (flags, what the error line must name); every python -m benchmarks.NAME command has cases
 CASES = {
+    "defaults": [
+        (["--json", "."], "--json"),
+        (["--steps", "0"], "--steps"),
+        (["--steps"], "--steps"),
+        (["--eval-images", "0"], "--eval-images"),
+        (["--dataset", "cifar"], "cifar"),
+        (["--split", "validation"], "validation"),
+    ],
     "env_throughput": [
         (["--json", "."], "--json"),
         (["--repeats", "0"], "--repeats"),
