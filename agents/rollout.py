@@ -184,9 +184,10 @@ def sample_batch(
     generator: torch.Generator | None = None,
     reference: bool = False,
     fit_dictionary: bool = True,
+    mode: str = "sample",
 ) -> tuple[SampleBatch, Rollout]:
     """``samples`` programs per image of ``targets`` ``(N, C, H, W)``, as the estimators' input, and
-    the rollout of all ``N * samples`` of them (image-major).
+    the rollout of all ``N * samples`` of them (image-major); ``mode="greedy"``: the most likely ones.
 
     A policy with several passes drafts each image once and every sample rewrites that draft.
     ``reference`` adds the step rewards of the policy's most likely program (the self-critical
@@ -196,7 +197,7 @@ def sample_batch(
     plan = draft(policy, targets, dictionary, geometry, steps)
     repeated = targets.repeat_interleave(samples, 0)
     repeated_plan = None if plan is None else plan.repeat_interleave(samples, 0)
-    out = rollout(policy, repeated, dictionary, geometry, steps, generator=generator, plan=repeated_plan)
+    out = rollout(policy, repeated, dictionary, geometry, steps, mode=mode, generator=generator, plan=repeated_plan)
     reference_rewards = None
     if reference:
         with torch.no_grad():  # the most likely program: what the encoder will output at test time

@@ -2,7 +2,18 @@
 
 REINFORCE = ["--image-size", "12", "--patch-size", "4", "--steps", "2", "--samples", "2", "--eval-images", "8"]
 REINFORCE += ["--hidden-size", "16"]
-LOG_EVERY_2 = ["--log-every", "2", "--image-every", "2", "--save-every", "2"]
+LOG_EVERY_2 = [
+    "--log-every",
+    "2",
+    "--image-every",
+    "2",
+    "--save-every",
+    "2",
+    "--curve-every",
+    "2",
+    "--curve-images",
+    "8",
+]
 METRICS_KEYS = ("sse", "psnr", "bits_per_image", "images_per_second", "num_images", "wall_seconds")
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from agents.encoders import CHECKPOINT_KIND, ENCODERS, Encoder, build_encoder
+from agents.encoders import CHECKPOINT_KIND, ENCODERS, Encoder, build_encoder, policy_encoder
 from agents.gibbs import SWEEPS as GIBBS_SWEEPS
 from decoders.dictionary import PatchDictionary
 from decoders.kernel import decode
@@ -42,6 +42,9 @@ class Args(DataArgs):
         None, "shapes, mnist, fashion-mnist, cifar10 or folder:PATH (default: the checkpoint's)", type=str
     )
     data_root: str = arg(None, "folder holding the dataset files (default: the checkpoint's)", type=str)
+    eval_split: str = arg(
+        None, "split scored, e.g. test, 'test[8000:]' (default: the checkpoint's, else test)", type=str
+    )
     image_size: int = arg(None, "resize images to S x S (default: the checkpoint's)", type=int, at_least=1)
     checkpoint: str = arg(
         None,
@@ -77,7 +80,8 @@ def painter_from_checkpoint(args: Args, payload: dict | None) -> Painter:
         base["dictionary"] = PatchDictionary.from_payload(payload["dictionary"])
     elif not base.get("dictionary"):
         base["dictionary"] = build_painter(PainterConfig(**{**base, "split": args.split, "seed": args.seed})).dictionary
-    return build_painter(PainterConfig(**{**base, "split": args.eval_split}))
+    scored = args.eval_split or (payload or {}).get("args", {}).get("eval_split") or "test"
+    return build_painter(PainterConfig(**{**base, "split": scored}))
 
 
 def evaluate_encoder(
@@ -122,6 +126,12 @@ def evaluate_encoder(
         blank = images.square().flatten(1).sum(1).mean()
         metrics["optimal_return_fraction"] = float((blank - metrics["sse"]) / blank)
     return metrics, programs
+
+
+def policy_sse(policy, painter: Painter, images: torch.Tensor, device, samples: int = 1, seed: int = 0) -> float:
+    """Mean SSE of ``policy``'s most likely programs (the best of ``samples`` with more) on ``images``."""
+    encoder = policy_encoder(policy, painter, samples, seed)
+    return evaluate_encoder(encoder, images, painter, 256, device, progress=False)[0]["sse"]
 
 
 def save_rollout_gif(path: str | Path, images: torch.Tensor, programs: torch.Tensor, painter: Painter) -> None:
@@ -175,7 +185,7 @@ def main(argv=None) -> dict:
         untrained=args.untrained,
         policy_samples=args.policy_samples,
         dataset=painter.config.dataset,
-        eval_split=args.eval_split,
+        eval_split=painter.config.split,
         steps=painter.max_steps,
     )
     print(format_table({args.encoder + (" (untrained)" if args.untrained else ""): metrics}))

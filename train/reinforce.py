@@ -8,21 +8,16 @@ Each iteration draws a batch of images, samples ``--samples`` programs per image
 paints them with the kernel and turns them into a surrogate loss with the chosen estimator
 (``agents.estimators``): the policy learns through the score function, the dictionary through the
 painted reconstruction with the programs held fixed. The run trains for ``--minutes``
-(``--iterations`` caps it), then scores the policy's most likely programs on ``--eval-split``.
-TensorBoard logs go to ``--logdir/RUN``, checkpoints to ``--checkpoint-dir/RUN/checkpoint.pt``
-(atomically, every ``--save-every`` iterations, at the end and on Ctrl-C); ``--resume CHECKPOINT``
-continues a run and draws what the uninterrupted run would have drawn.
-
-Data-parallel under ``torchrun --nproc-per-node N -m train.reinforce`` (gloo on CPU, NCCL on
-CUDA; ``--batch-size`` images per rank): each rank draws its own shards of the batch with its
-own generators (shard ``s`` is seeded ``seed + SHARD_SEED_STRIDE * s``); gradients, the
-moving-average baseline and the logged figures are averaged over the ranks; rank 0 alone writes
-TensorBoard, checkpoints and metrics. ``--shards N`` on one process draws the same shards as N
-ranks, so it reproduces their run.
+(``--iterations`` caps it), then scores the policy's most likely programs on ``--eval-split`` beside
+its untrained twin (the policy as initialised, on the learned dictionary). Checkpoints are written
+atomically every ``--save-every`` iterations, at the end and on Ctrl-C; ``--resume`` continues a run
+exactly. Under ``torchrun`` each rank draws its own shards of the batch and gradients are averaged
+(docs/scaling.md); ``--shards N`` on one process reproduces N ranks.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 from dataclasses import dataclass
@@ -47,7 +42,7 @@ from train.common.metrics import psnr
 from train.common.painter import PainterArgs, env_config, fit_action_space
 from train.common.run import INTERRUPTED, Budget, apply_threads_and_seed, default_run_name, report, user_errors
 from train.common.tensorboard import claim_run_name, log_hparams_text, log_rollout_gif, log_samples, make_writer
-from train.evaluate import evaluate_encoder
+from train.evaluate import evaluate_encoder, policy_sse
 
 KEPT_ON_RESUME = ("iterations", "minutes", "resume", "device", "threads", "metrics_json")
 
@@ -57,12 +52,10 @@ class Args(PainterArgs):
     env: str = arg("painter", "environment to train on (the patch painter)", choices=("painter",))
     iterations: int = arg(None, "stop after this many iterations even if --minutes are left", type=int, at_least=0)
     freeze_dictionary: bool = arg(False, "keep the dictionary fixed (train the encoder only)")
+    hard_em: bool = arg(False, "fit only the dictionary, to the untrained policy's most likely programs (hard EM)")
     estimator: str = arg("iw", "gradient estimator", choices=tuple(ESTIMATORS))
-    baseline: str = arg(
-        "loo", "REINFORCE baseline (self-critical: the most likely program's return)", choices=BASELINES
-    )
-    vimco_per_program: bool = arg(True, "vimco: one learning signal per program (--no-...: one per step)")
-    iw_per_step: bool = arg(False, "iw: a control variate per step (default: 1/S, one per program)")
+    baseline: str = arg("loo", "REINFORCE baseline (self-critical: the most likely program's)", choices=BASELINES)
+    per_step: bool = arg(False, "iw and vimco: a learning signal per step (default: one per program)")
     samples: int = arg(4, "programs sampled per image (S)", at_least=1)
     beta: float = arg(1.0, "inverse temperature: log q_r(x|z) = -beta * SSE", above=0)
     entropy_coef: float = arg(0.0, "weight of the policy-entropy bonus", at_least=0)
@@ -76,10 +69,13 @@ class Args(PainterArgs):
     feature_size: int = arg(16, "per-position feature channels", at_least=1)
     score_scale: float = arg(50.0, "starting scale of the matched-filter logits (large: start near greedy)", above=0)
     passes: int = arg(2, "encoder passes: a draft, then rewrites that see what later strokes cover", at_least=1)
+    reward_units: bool = arg(False, "the learned logit corrections are in reward (SSE) units, scaled with the filters")
     resume: str = arg(None, "continue the run saved in this checkpoint", type=str)
     save_every: int = arg(50, "iterations between checkpoints", at_least=1)
     log_every: int = arg(10, "iterations between scalar logs (with a gradient-variance estimate)", at_least=1)
     image_every: int = arg(100, "iterations between image, dictionary and rollout-GIF logs", at_least=1)
+    curve_every: int = arg(250, "iterations between held-out learning-curve points (0: none)", at_least=0)
+    curve_images: int = arg(256, "held-out images of each learning-curve point", at_least=1)
 
 
 @dataclass
@@ -92,6 +88,7 @@ class Trainer:
     painter: Painter
     held_out: Painter
     policy: PainterPolicy
+    twin: PainterPolicy  # the policy as initialised: what training adds is measured against it
     optimizer: torch.optim.Optimizer
     generators: dict[str, torch.Generator]
     moving_average: torch.Tensor
@@ -131,6 +128,10 @@ def parse(argv) -> tuple[Args, dict | None]:
     resumed = load_checkpoint(args.resume, CHECKPOINT_KIND) if args.resume else None
     if resumed is not None:
         args = dataclasses.replace(Args(**resumed["args"]), **{key: getattr(args, key) for key in KEPT_ON_RESUME})
+    if args.hard_em and args.freeze_dictionary:
+        raise ValueError("--hard-em fits the dictionary: it cannot be combined with --freeze-dictionary")
+    if args.hard_em:  # one program per image: the most likely
+        args = dataclasses.replace(args, samples=1)
     if args.batch_size % (2 * args.shards):
         raise ValueError(f"--batch-size must be an even multiple of --shards ({args.shards}), got {args.batch_size}")
     return args, resumed
@@ -141,9 +142,9 @@ def set_up(argv) -> tuple[Trainer, Budget]:
     args, resumed = parse(argv)
     context, device_name = dist.init_from_env(args.device)
     if resumed is not None and resumed.get("world_size", 1) != context.world_size:
+        size = resumed.get("world_size", 1)
         raise ValueError(
-            f"{args.resume} was written by a run on {resumed.get('world_size', 1)} process(es); "
-            f"resume it on as many (torchrun --nproc-per-node), not {context.world_size}"
+            f"{args.resume} was written by {size} process(es): resume it on as many, not {context.world_size}"
         )
     device = apply_threads_and_seed(dataclasses.replace(args, device=device_name))
     dictionary = PatchDictionary.from_payload(resumed["dictionary"]) if resumed else None
@@ -154,19 +155,26 @@ def set_up(argv) -> tuple[Trainer, Budget]:
     if resumed is not None:
         policy = PainterPolicy(PolicyConfig(**resumed["policy_config"])).to(device)
     else:
-        sizes = dict(hidden_size=args.hidden_size, feature_size=args.feature_size, score_scale=args.score_scale)
+        sizes = dict(
+            hidden_size=args.hidden_size,
+            feature_size=args.feature_size,
+            score_scale=args.score_scale,
+            reward_units=args.reward_units,
+        )
         policy = policy_for(painter.geometry, painter.dictionary, passes=args.passes, **sizes).to(device)
-    groups = [{"params": list(policy.parameters()), "lr": args.lr}]
+    groups = [] if args.hard_em else [{"params": list(policy.parameters()), "lr": args.lr}]
     if not args.freeze_dictionary:
         groups.append({"params": list(painter.dictionary.parameters()), "lr": args.dictionary_lr})
     shards = range(context.rank * args.shards, (context.rank + 1) * args.shards)
     generators = dist.shard_generators(args.seed, shards, device)
     moving_average = torch.zeros(painter.max_steps, device=device)
+    twin = copy.deepcopy(policy).requires_grad_(False)
     trainer = Trainer(
-        args, context, device, painter, held_out, policy, torch.optim.Adam(groups), generators, moving_average
+        args, context, device, painter, held_out, policy, twin, torch.optim.Adam(groups), generators, moving_average
     )
     if resumed is not None:
         policy.load_state_dict(resumed["policy"])
+        twin.load_state_dict(resumed["twin"])
         trainer.optimizer.load_state_dict(resumed["optimizer"])
         restore_generator_states(trainer.generators, resumed["rng"])
         trainer.moving_average = resumed["moving_average"].to(device)
@@ -209,6 +217,8 @@ def train(trainer: Trainer, budget: Budget) -> None:
             step = train_iteration(trainer, logging=(trainer.done + 1) % args.log_every == 0)
             trainer.done, trainer.elapsed = trainer.done + 1, budget.elapsed
             log(trainer, step)
+            if args.curve_every and trainer.done % args.curve_every == 0 and context.lead:
+                log_curve(trainer)
             budget.advance(sse=f"{step.sse:.3f}", entropy=f"{step.entropy:.2f}")
             if trainer.done % args.save_every == 0:
                 save(trainer)
@@ -241,6 +251,7 @@ def train_iteration(trainer: Trainer, logging: bool) -> Step:
             trainer.generators[sample],
             reference=args.baseline == "self-critical",
             fit_dictionary=not args.freeze_dictionary,
+            mode="greedy" if args.hard_em else "sample",
         )
         batches.append(batch), rollouts.append(rollout)
     batch, targets = SampleBatch.concatenate(batches), torch.cat(targets)
@@ -273,7 +284,7 @@ def surrogate(trainer: Trainer, batch: SampleBatch):
     if args.estimator == "reinforce":
         options.update(baseline=args.baseline, moving_average=trainer.moving_average)
     else:
-        options.update(per_step=args.iw_per_step if args.estimator == "iw" else not args.vimco_per_program)
+        options.update(per_step=args.per_step)
     return ESTIMATORS[args.estimator](batch, **options)
 
 
@@ -288,19 +299,13 @@ def log(trainer: Trainer, step: Step) -> None:
         shared = dist.mean_across(torch.cat([step.losses, spread, usage]), context)
         trainer.variances.append(float(shared[3]))
         images = (trainer.done - trainer.resumed_at[0]) * args.batch_size * context.world_size
-        scalars = {
-            "charts/sse": step.sse,
-            "charts/psnr": psnr(step.sse, step.targets[0].numel()),
-            "charts/return": step.returns,
-            "charts/images_per_second": images / max(trainer.elapsed - trainer.resumed_at[1], 1e-9),
-            "losses/encoder": float(shared[0]),
-            "losses/decoder": float(shared[1]),
-            "losses/value": float(shared[2]),
-            "policy/entropy": step.entropy,
-            "policy/gradient_variance": trainer.variances[-1],
-            "policy/position_scale": float(trainer.policy.log_position_scale.detach().exp()),
-            "dictionary/usage_entropy_bits": usage_entropy(shared[4:]),
-        }
+        scalars = {"charts/sse": step.sse, "charts/psnr": psnr(step.sse, step.targets[0].numel())}
+        scalars.update({"charts/return": step.returns, "policy/entropy": step.entropy})
+        scalars["charts/images_per_second"] = images / max(trainer.elapsed - trainer.resumed_at[1], 1e-9)
+        scalars.update({f"losses/{name}": float(value) for name, value in zip(("encoder", "decoder", "value"), shared)})
+        scalars["policy/gradient_variance"] = trainer.variances[-1]
+        scalars["policy/position_scale"] = float(trainer.policy.log_position_scale.detach().exp())
+        scalars["dictionary/usage_entropy_bits"] = usage_entropy(shared[4:])
         if trainer.painter.data.programs is not None:
             scalars["charts/optimal_return_fraction"] = step.returns / step.blank_sse
         for tag, value in scalars.items() if context.lead else ():
@@ -311,6 +316,19 @@ def log(trainer: Trainer, step: Step) -> None:
         log_samples(trainer.writer, step.targets[:4], canvases, programs, dictionary, geometry, trainer.done)
 
 
+def log_curve(trainer: Trainer) -> None:
+    """A learning-curve point: held-out SSE of the most likely program, of the best of S samples, and of
+    the untrained twin on the current dictionary (``eval/``); their ratio is what training has added."""
+    held_out, device, samples = trainer.held_out, trainer.device, trainer.args.samples
+    images = held_out.data.images[: trainer.args.curve_images]
+    likely, untrained = (policy_sse(policy, held_out, images, device) for policy in (trainer.policy, trainer.twin))
+    figures = {"likely_sse": likely, "untrained_sse": untrained, "learning_gain": untrained / likely}
+    if samples > 1:
+        figures[f"best_of_{samples}_sse"] = policy_sse(trainer.policy, held_out, images, device, samples, 1)
+    for name, value in figures.items():
+        trainer.writer.add_scalar(f"eval/{name}", value, trainer.done)
+
+
 def save(trainer: Trainer, rng: dict | None = None) -> None:
     """Every rank gives its generator states; rank 0 writes the checkpoint atomically."""
     rng = dist.merge_across(rng or generator_states(trainer.generators), trainer.context)
@@ -319,11 +337,8 @@ def save(trainer: Trainer, rng: dict | None = None) -> None:
     args, policy = trainer.args, trainer.policy
     run = {"kind": CHECKPOINT_KIND, "version": 1, "run_name": trainer.name, "iteration": trainer.done}
     run.update(world_size=trainer.context.world_size, elapsed=trainer.elapsed, args=dataclasses.asdict(args))
-    model = {
-        "env_config": env_config(args, args.split).to_dict(),
-        "dictionary": trainer.painter.dictionary.to_payload(),
-    }
-    model.update(policy_config=policy.config.to_dict(), policy=policy.state_dict())
+    model = {"env_config": trainer.painter.config.to_dict(), "dictionary": trainer.painter.dictionary.to_payload()}
+    model.update(policy_config=policy.config.to_dict(), policy=policy.state_dict(), twin=trainer.twin.state_dict())
     state = {"optimizer": trainer.optimizer.state_dict(), "rng": rng, "moving_average": trainer.moving_average.cpu()}
     atomic_save({**run, **model, **state}, trainer.checkpoint_path)
 
@@ -342,12 +357,10 @@ def interrupted(trainer: Trainer, snapshot: dict | None) -> None:
 
 def evaluate(trainer: Trainer) -> dict:
     """Score the policy's most likely programs on the held-out images; log, write and print the figures."""
-    args, writer = trainer.args, trainer.writer
-    held_out = trainer.held_out
+    args, writer, held_out, device = trainer.args, trainer.writer, trainer.held_out, trainer.device
     images = held_out.data.images[: args.eval_images]
-    trainer.policy.eval()
-    encoder = policy_encoder(trainer.policy, held_out)
-    metrics, programs = evaluate_encoder(encoder, images, held_out, 256, trainer.device)
+    metrics, programs = evaluate_encoder(policy_encoder(trainer.policy, held_out), images, held_out, 256, device)
+    untrained = policy_sse(trainer.twin, held_out, images, device)
     images_seen = (trainer.done - trainer.resumed_at[0]) * args.batch_size * trainer.context.world_size
     metrics.update(
         wall_seconds=trainer.elapsed,
@@ -358,8 +371,10 @@ def evaluate(trainer: Trainer) -> dict:
         world_size=trainer.context.world_size,
         train_images_per_second=images_seen / max(trainer.elapsed - trainer.resumed_at[1], 1e-9),
         gradient_variance=float(torch.tensor(trainer.variances).median()) if trainer.variances else None,
+        untrained_sse=untrained,
+        learning_gain=untrained / metrics["sse"],
     )
-    for name in ("sse", "psnr", "optimal_return_fraction"):
+    for name in ("sse", "psnr", "optimal_return_fraction", "untrained_sse", "learning_gain"):
         if name in metrics:
             writer.add_scalar(f"eval/{name}", metrics[name], trainer.done)
     dictionary = trainer.painter.dictionary
@@ -372,6 +387,7 @@ def evaluate(trainer: Trainer) -> dict:
         "bits/image": f"{metrics['bits_per_image']:.0f}",
         "SSE": f"{metrics['sse']:.4g}",
         "PSNR": f"{metrics['psnr']:.2f}",
+        "untrained twin SSE": f"{untrained:.4g}",
         "images/s": f"{metrics['images_per_second']:.0f}",
         "iterations": str(trainer.done),
         "wall s": f"{trainer.elapsed:.0f}",

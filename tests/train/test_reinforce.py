@@ -68,12 +68,36 @@ def test_tensorboard_has_scalars_images_and_an_animated_rollout(uninterrupted):
         "policy/gradient_variance",
         "dictionary/usage_entropy_bits",
         "eval/sse",
+        "eval/likely_sse",
+        "eval/best_of_2_sse",
+        "eval/untrained_sse",
+        "eval/learning_gain",
     ):
         assert scalar in tags["scalars"], scalar
+    assert [event.step for event in events.Scalars("eval/learning_gain")][:2] == [2, 4]  # every --curve-every
     for image in ("images/targets", "images/reconstructions", "dictionary/patches", "rollouts/painting"):
         assert image in tags["images"], image
     assert events.Images("rollouts/painting")[0].encoded_image_string.startswith(b"GIF89a")
     assert "hyperparameters/text_summary" in tags["tensors"]
+
+
+def test_metrics_say_what_training_added_over_the_untrained_twin(uninterrupted):
+    _, metrics = uninterrupted
+    assert metrics["learning_gain"] == pytest.approx(metrics["untrained_sse"] / metrics["sse"])
+    assert metrics["untrained_sse"] > 0
+
+
+def test_hard_em_fits_the_dictionary_to_the_untrained_policy_only(tmp_path):
+    metrics = _run(tmp_path, "hard-em", "--iterations", "3", "--hard-em")
+    payload = _checkpoint(tmp_path, "hard-em")
+    for name, value in payload["twin"].items():
+        assert torch.equal(payload["policy"][name], value), name  # the policy stays as initialised
+    start = gymnasium.make("Painter-v0", image_size=12, patch_size=4).unwrapped.painter.dictionary
+    assert not torch.equal(payload["dictionary"]["state"]["mean"], start.mean.detach())
+    assert metrics["sse"] == metrics["untrained_sse"] and payload["args"]["samples"] == 1
+    with pytest.raises(SystemExit) as exit_info:
+        _run(tmp_path, "bad", "--hard-em", "--freeze-dictionary")
+    assert exit_info.value.code == 2
 
 
 def test_resume_ends_like_an_uninterrupted_run(uninterrupted, tmp_path):
