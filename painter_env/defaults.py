@@ -12,7 +12,8 @@ the data it is given instead of one dataset:
 - **patch size R**: a short greedy probe. The first candidate is the size whose T strokes cover
   the pixels that differ from the background ``COVERAGE`` times over; from there the probe moves
   one size at a time towards the lower SSE of greedy search (``decoders.greedy``) with each size's
-  k-means++ dictionary, on ``PROBE_IMAGES`` fit images, and stops where the SSE rises again.
+  k-means++ dictionary (of ``PROBE_PATCHES`` patches), on ``PROBE_IMAGES`` fit images, and stops
+  where the SSE rises again.
 
 Each choice is cached per process (a thousand environments probe once).
 """
@@ -33,6 +34,7 @@ BORDERED_SHARE = 0.05
 INK_THRESHOLD = 0.1  # a pixel differs from the background by more than this in some channel
 COVERAGE = 2.0
 PROBE_IMAGES = 128
+PROBE_PATCHES = 4096  # patches clustered for each candidate's dictionary (a final dictionary uses more)
 
 
 def background_levels(images: torch.Tensor) -> int:
@@ -75,7 +77,7 @@ def probe_patch_size(
     def sse(size: int) -> float:
         if size not in tried:
             dictionary = dictionary_from_images(
-                images, num_prototypes, size, num_levels, seed, support_threshold=threshold, background_levels=levels
+                images, num_prototypes, size, num_levels, seed, PROBE_PATCHES, threshold, background_levels=levels
             )
             tried[size] = probe_sse(probe, dictionary, steps)
         return tried[size]

@@ -15,6 +15,7 @@ import pytest
 
 import benchmarks
 from benchmarks import env_throughput
+from tests.conftest import shared_data
 
 # module -> (flags, what the error line must name); every python -m benchmarks.NAME command has cases
 CASES = {
@@ -25,6 +26,13 @@ CASES = {
         (["--eval-images", "0"], "--eval-images"),
         (["--dataset", "cifar"], "cifar"),
         (["--split", "validation"], "validation"),
+    ],
+    "image_cost": [
+        (["--json", "."], "--json"),
+        (["--steps", "0"], "--steps"),
+        (["--repeats", "0"], "--repeats"),
+        (["--mnist-root", "no-such-folder"], "no-such-folder"),
+        (["--mnist-root", str(shared_data() / "mnist"), "--cifar-folder", "no-such-folder"], "no-such-folder"),
     ],
     "env_throughput": [
         (["--json", "."], "--json"),
