@@ -63,7 +63,6 @@ class PolicyConfig:
     cnn_channels: int = 8
     score_scale: float = 50.0
     passes: int = 1
-    reward_units: bool = False
 
     def __post_init__(self):
         if self.passes < 1:
@@ -138,10 +137,6 @@ class PainterPolicy(nn.Module):
         start = torch.tensor(float(config.score_scale)).log()
         self.log_position_scale = nn.Parameter(start.clone())
         self.log_patch_scale = nn.Parameter(start.clone())
-        if config.reward_units:  # learned corrections start at zero: the untrained policy follows the filters
-            for layer in (self.position_head, self.position_film, self.patch_head[-1]):
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
 
     def initial_state(self, batch: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden state ``(B, hidden)`` and "previous patch" (the start token) for a new episode."""
@@ -191,10 +186,7 @@ class PainterPolicy(nn.Module):
         # The 1x1 position head and the FiLM term in one weighted sum over the features.
         weights = self.position_film(hidden) + self.position_head.weight.view(1, -1)
         correction = (features * weights[:, :, None, None]).sum(1) + self.position_head.bias
-        if config.reward_units:
-            position_logits = self.log_position_scale.exp() * (best.squeeze(1) + correction)
-        else:
-            position_logits = self.log_position_scale.exp() * best.squeeze(1) + correction
+        position_logits = self.log_position_scale.exp() * best.squeeze(1) + correction
         position_logits = position_logits.masked_fill(~reachable(cursor, geometry), NEGATIVE)
         given_position = given_patch = None
         if action is not None:  # a clamped move is scored as the position it reaches
@@ -206,10 +198,7 @@ class PainterPolicy(nn.Module):
         with torch.no_grad():
             patch_scores = scorer.at(row, col)
         patch_correction = self.patch_head(torch.cat([hidden, features[rows, :, row, col]], dim=1))
-        if config.reward_units:
-            patch_logits = self.log_patch_scale.exp() * (patch_scores + patch_correction)
-        else:
-            patch_logits = self.log_patch_scale.exp() * patch_scores + patch_correction
+        patch_logits = self.log_patch_scale.exp() * patch_scores + patch_correction
         patch_logits = patch_logits.view(batch, config.num_prototypes, config.num_levels)
         k, b, patch_log_prob, patch_entropy = _pick_pair(patch_logits, given_patch, mode, generator)
 

@@ -69,7 +69,6 @@ class Args(PainterArgs):
     feature_size: int = arg(16, "per-position feature channels", at_least=1)
     score_scale: float = arg(50.0, "starting scale of the matched-filter logits (large: start near greedy)", above=0)
     passes: int = arg(2, "encoder passes: a draft, then rewrites that see what later strokes cover", at_least=1)
-    reward_units: bool = arg(False, "the learned logit corrections are in reward (SSE) units, scaled with the filters")
     resume: str = arg(None, "continue the run saved in this checkpoint", type=str)
     save_every: int = arg(50, "iterations between checkpoints", at_least=1)
     log_every: int = arg(10, "iterations between scalar logs (with a gradient-variance estimate)", at_least=1)
@@ -130,8 +129,7 @@ def parse(argv) -> tuple[Args, dict | None]:
         args = dataclasses.replace(Args(**resumed["args"]), **{key: getattr(args, key) for key in KEPT_ON_RESUME})
     if args.hard_em and args.freeze_dictionary:
         raise ValueError("--hard-em fits the dictionary: it cannot be combined with --freeze-dictionary")
-    if args.hard_em:  # one program per image: the most likely
-        args = dataclasses.replace(args, samples=1)
+    args = dataclasses.replace(args, samples=1) if args.hard_em else args  # one program per image: the most likely
     if args.batch_size % (2 * args.shards):
         raise ValueError(f"--batch-size must be an even multiple of --shards ({args.shards}), got {args.batch_size}")
     return args, resumed
@@ -155,12 +153,7 @@ def set_up(argv) -> tuple[Trainer, Budget]:
     if resumed is not None:
         policy = PainterPolicy(PolicyConfig(**resumed["policy_config"])).to(device)
     else:
-        sizes = dict(
-            hidden_size=args.hidden_size,
-            feature_size=args.feature_size,
-            score_scale=args.score_scale,
-            reward_units=args.reward_units,
-        )
+        sizes = dict(hidden_size=args.hidden_size, feature_size=args.feature_size, score_scale=args.score_scale)
         policy = policy_for(painter.geometry, painter.dictionary, passes=args.passes, **sizes).to(device)
     groups = [] if args.hard_em else [{"params": list(policy.parameters()), "lr": args.lr}]
     if not args.freeze_dictionary:
@@ -201,11 +194,8 @@ def open_run(trainer: Trainer) -> None:
 
 
 def train(trainer: Trainer, budget: Budget) -> None:
-    """Iterate until the budget is spent; checkpoints every ``--save-every`` iterations and at the end.
-
-    On Ctrl-C (single process) the last finished iteration is saved with the generator states the
-    unfinished one started from, so ``--resume`` continues exactly; the program exits with status 130.
-    """
+    """Iterate until the budget is spent; checkpoints every ``--save-every`` iterations, at the end and on
+    Ctrl-C (the last finished iteration, with the generator states the next one starts from; exit 130)."""
     args, context = trainer.args, trainer.context
     try:
         while True:
