@@ -7,8 +7,11 @@
 At each rate of ``--bits`` (default about 70, 140 and 279 bits per image) a painter is trained by
 ``python -m train.reinforce --match-bits B`` (its defaults otherwise) and scored with four encoders
 on the dictionary it learned: greedy search, greedy + Gibbs refinement, the policy's most likely
-program, and the policy + refinement (``train.evaluate --encoder greedy|greedy-gibbs|policy|gibbs``);
-a VQ-VAE is trained by ``python -m train.vqvae --match-bits B`` with the same ``--minutes``. Every
+program, and the policy + refinement (``train.evaluate --encoder greedy|greedy-gibbs|policy|gibbs``).
+Two rows say what learning made: the policy's untrained twin on the learned dictionary
+(``--untrained``), and the untrained policy on a dictionary fitted by hard EM to its own programs
+for the same minutes (``train.reinforce --hard-em``). A VQ-VAE is trained by
+``python -m train.vqvae --match-bits B`` with the same ``--minutes``. Every
 model fits ``--split`` and is scored on ``--eval-split``. Reference rows: the mean image, each
 image's mean colour (8 bits a channel), PCA and k-means (fitted here), JPEG and WebP at
 ``--codec-qualities`` (bits of the image's own code, headers excluded: ``benchmarks.codecs``), and
@@ -45,14 +48,18 @@ from train.common.config import arg, parse_args
 from train.common.metrics import reconstruction_metrics
 
 QUICK = {"split": "test[:300]", "eval_images": 16, "minutes": 0.02, "bits": [70.0, 140.0]}
-MATCHED = ("greedy", "greedy-gibbs", "policy", "gibbs")
-KMEANS_SIZES = (10, 64, 256)  # codebook sizes of the k-means rows
-FAMILIES = {
-    "greedy": "painter: greedy",
-    "greedy-gibbs": "painter: greedy + Gibbs",
-    "policy": "painter: policy",
-    "gibbs": "painter: policy + Gibbs",
+# (training run, encoder, extra flags) -> the family of the rows
+EVALUATIONS = {
+    ("painter", "greedy", ()): "painter: greedy",
+    ("painter", "greedy-gibbs", ()): "painter: greedy + Gibbs",
+    ("painter", "policy", ()): "painter: policy",
+    ("painter", "gibbs", ()): "painter: policy + Gibbs",
+    ("painter", "policy", ("--untrained",)): "painter: untrained policy",
+    ("hard-em", "policy", ()): "painter, hard EM: untrained policy",
+    ("hard-em", "greedy", ()): "painter, hard EM: greedy",
 }
+TRAININGS = {"painter": [], "hard-em": ["--hard-em"]}
+KMEANS_SIZES = (10, 64, 256)  # codebook sizes of the k-means rows
 
 
 @dataclass
@@ -109,19 +116,23 @@ def trainer_flags(args: Args, run: str, workdir: Path) -> list[str]:
 
 
 def painter_jobs(args: Args, workdir: Path) -> tuple[list[Job], list[Job]]:
-    """Per rate, the painter's training job and the four evaluations of its checkpoint."""
+    """Per rate, the painters' training jobs (joint, hard EM) and the evaluations of their checkpoints."""
     training, evaluation = [], []
     for bits in args.bits:
-        run = f"painter-{bits:g}bits"
-        flags = trainer_flags(args, run, workdir) + ["--match-bits", str(bits)]
-        training.append(Job(run, "painter training", "train.reinforce", flags, workdir / f"{run}.json"))
-        checkpoint = workdir / "checkpoints" / run / "checkpoint.pt"
-        for encoder in MATCHED:
-            argv = ["--checkpoint", str(checkpoint), "--encoder", encoder, "--eval-split", args.eval_split]
-            argv += data_flags(args) + ["--gibbs-sweeps", str(args.gibbs_sweeps), "--threads", "1"]
+        for kind, extra in TRAININGS.items():
+            run = f"{kind}-{bits:g}bits"
+            flags = trainer_flags(args, run, workdir) + ["--match-bits", str(bits), *extra]
+            training.append(Job(run, f"{kind} training", "train.reinforce", flags, workdir / f"{run}.json"))
+        for (kind, encoder, extra), family in EVALUATIONS.items():
+            run = f"{kind}-{bits:g}bits"
+            argv = ["--checkpoint", str(workdir / "checkpoints" / run / "checkpoint.pt"), "--encoder", encoder, *extra]
+            argv += ["--eval-split", args.eval_split, *data_flags(args), "--threads", "1"]
+            argv += ["--gibbs-sweeps", str(args.gibbs_sweeps), "--seed", str(args.seed)]
             argv += ["--eval-images", str(args.eval_images)] if args.eval_images else []
-            name, metrics = f"{FAMILIES[encoder]}, {bits:g} bits", workdir / f"{run}-{encoder}.json"
-            evaluation.append(Job(name, FAMILIES[encoder], "train.evaluate", argv, metrics))
+            label = "-".join([run, encoder, *(flag.strip("-") for flag in extra)])
+            evaluation.append(
+                Job(f"{family}, {bits:g} bits", family, "train.evaluate", argv, workdir / f"{label}.json")
+            )
     return training, evaluation
 
 
@@ -228,7 +239,7 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-CURVES = ("VQ-VAE", *FAMILIES.values())
+CURVES = ("VQ-VAE", *EVALUATIONS.values())
 
 
 def draw(rows: list[dict], path: str, title: str) -> None:

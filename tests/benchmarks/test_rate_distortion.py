@@ -31,8 +31,19 @@ def test_quick_mode_writes_matched_rate_rows_json_and_png(tmp_path, capsys, one_
 def test_every_command_gets_the_data_splits_and_budget():
     args = rate_distortion.Args(data_root="DIR", bits=[70.0], eval_images=8, baselines=True, minutes=2.0)
     training, evaluation, others = rate_distortion.all_jobs(args, Path("work"))
-    trainers = ["train.reinforce", "train.vqvae", "train.llgae", *["train.cgae"] * 2, *["train.vqvae"] * 3]
+    trainers = [*["train.reinforce"] * 2, "train.vqvae", "train.llgae", *["train.cgae"] * 2, *["train.vqvae"] * 3]
     assert [job.module for job in training + others] == trainers
+    assert "--hard-em" in training[1].argv  # the painter whose dictionary is fitted to its untrained policy
+    scored = [
+        (
+            job.argv[job.argv.index("--checkpoint") + 1],
+            job.argv[job.argv.index("--encoder") + 1],
+            "--untrained" in job.argv,
+        )
+        for job in evaluation
+    ]
+    assert ("work/checkpoints/painter-70bits/checkpoint.pt", "policy", True) in scored
+    assert ("work/checkpoints/hard-em-70bits/checkpoint.pt", "greedy", False) in scored
     for job in training + evaluation + others:
         flags = dict(zip(job.argv, job.argv[1:]))
         assert (flags["--data-root"], flags["--eval-split"], flags["--eval-images"]) == ("DIR", "test[8000:]", "8")
@@ -111,5 +122,6 @@ def test_ctrl_c_writes_the_finished_rows_and_keeps_the_workdir(tmp_path, monkeyp
     names = [row["name"] for row in written["rows"]]
     # the mean image, the mean colours, 4 PCA, 3 k-means, JPEG and WebP at 4 qualities each, then the finished job
     assert names[0] == "mean image" and names[-1] == "VQ-VAE, 70 bits" and len(names) == 18
-    assert f"with 1 of 6 jobs finished; the same command with --workdir {workdir} skips them" in capsys.readouterr().err
+    # 2 painter trainings, 7 evaluations and the VQ-VAE
+    assert f"with 1 of 10 jobs finished; the same command with --workdir {workdir} skips them" in capsys.readouterr().err
     assert (workdir / "vqvae-70bits.json").exists()
