@@ -123,5 +123,7 @@ def test_ctrl_c_writes_the_finished_rows_and_keeps_the_workdir(tmp_path, monkeyp
     # the mean image, the mean colours, 4 PCA, 3 k-means, JPEG and WebP at 4 qualities each, then the finished job
     assert names[0] == "mean image" and names[-1] == "VQ-VAE, 70 bits" and len(names) == 18
     # 2 painter trainings, 7 evaluations and the VQ-VAE
-    assert f"with 1 of 10 jobs finished; the same command with --workdir {workdir} skips them" in capsys.readouterr().err
+    assert (
+        f"with 1 of 10 jobs finished; the same command with --workdir {workdir} skips them" in capsys.readouterr().err
+    )
     assert (workdir / "vqvae-70bits.json").exists()
