@@ -22,7 +22,6 @@ never clamped.
 Every image keeps the best program seen (the input included), so the result is never worse.
 
 References:
-    the CGAE design note (the Gibbs sampler over placed prototypes, with a temperature beta);
     Geman & Geman, Stochastic Relaxation, Gibbs Distributions, and the Bayesian Restoration of
     Images, 1984.
 """

@@ -18,15 +18,14 @@ encoder sees what its next strokes will occlude. Each pass is one forward pass p
 no search.
 
 A GRU carries the history (previous patch, cursor, step) into the decision. The action is
-sampled autoregressively, as the design note describes the local RNN encoder: the row move
+sampled autoregressively, as a local RNN encoder moves: the row move
 ``di``, then the column move ``dj`` given ``di``, then the prototype ``k`` and code ``b`` of the
 patch at the new position (``k`` first, then ``b`` given ``k``). Every factor is a
 ``torch.distributions.Categorical``. Moves that the canvas edge would clamp onto an
 already-reachable position get probability zero, so each position has exactly one action.
 
 References:
-    the CGAE design note (卷积生成式自编码器 CGAE, draft: the encoder that calls the decoder, the
-    local RNN moves); Xia et al., Deliberation Networks: Sequence Generation Beyond One-Pass
+    Xia et al., Deliberation Networks: Sequence Generation Beyond One-Pass
     Decoding, 2017 (a second decoding pass that reads the first pass's draft).
 """
 

@@ -1,4 +1,4 @@
-"""CGAE: the convolutional additive model of the CGAE design note, fitted with a batched Gibbs sampler.
+"""CGAE: a convolutional additive model of placed prototypes, fitted with a batched Gibbs sampler.
 
 An image is explained as a sum of H components, each a prototype placed anywhere:
 ``x ~= sum_h g(i_h, j_h, k_h)``, with ``g(i, j, k)`` prototype k (C x R x R, unconstrained
@@ -13,8 +13,8 @@ Gibbs sampling resamples one component at a time given the others. With the resi
 chains are one batch. The residual is updated in place after every draw (remove the old
 component, add back the new one), so no conditional ever sees a stale residual.
 
-Keeping the prototypes from collapsing onto a blurry mean (the failure the design note
-describes): with the per-pixel *mean* squared error at beta = 1 as energy, the log-probabilities
+Keeping the prototypes from collapsing onto a blurry mean (the failure a naive sampler
+shows): with the per-pixel *mean* squared error at beta = 1 as energy, the log-probabilities
 of different placements differ by a few hundredths, the draws are nearly uniform, and dictionary
 learning averages random placements into one blur; a biased sampler adds to it. Here the energy
 is the per-image sum of squares, beta is annealed, the draws are exact
@@ -24,8 +24,6 @@ patches, and prototypes left unused are reseeded from patches of the residual
 
 References:
 
-- the CGAE design note (卷积生成式自编码器 CGAE, draft): the additive model, its Gibbs sampler and
-  the chain weighting ``logp.softmax(0).detach() * logp`` of the prototype loss.
 - Geman & Geman, Stochastic Relaxation, Gibbs Distributions, and the Bayesian Restoration of
   Images, 1984.
 - Arthur & Vassilvitskii, k-means++: The Advantages of Careful Seeding, 2007.

@@ -3,8 +3,8 @@
 ``sample_categorical`` inverts the cumulative distribution with ONE uniform per row: with
 ``c = cumsum(exp(logits - max))`` it returns the first index whose ``c`` exceeds ``u * c[-1]``,
 an exact draw from ``softmax(logits)`` (up to float rounding of the cumulative sum). Drawing one
-uniform per *entry* and comparing each with the cumulative sum, as ``_rand_sample`` in the CGAE
-design note does, is biased towards early entries. Working from logits keeps very peaked
+uniform per *entry* and comparing each with the cumulative sum is biased towards early entries
+(tested). Working from logits keeps very peaked
 conditionals (large beta) from underflowing, entries at ``-inf`` are never drawn, and any
 leading dimensions are batched. One uniform per row is also much cheaper than Gumbel noise on
 every entry, which matters when a row holds every (position, prototype) of an image.

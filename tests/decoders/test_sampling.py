@@ -11,8 +11,8 @@ from decoders.sampling import beta_schedule, sample_categorical
 DRAWS = 40000
 
 
-def design_note_sampler(probabilities: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """``_rand_sample`` of the CGAE design note: one uniform per entry compared with the cumulative sum."""
+def per_entry_sampler(probabilities: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A tempting sampler: one uniform per entry compared with the cumulative sum."""
     cumulative = probabilities.cumsum(-1)
     _, index = (torch.rand(probabilities.shape, generator=generator) >= cumulative).max(-1)
     return index
@@ -29,12 +29,12 @@ def test_frequencies_match_softmax_chi_square(normalized):
     assert chisquare(counts.numpy(), expected.numpy()).pvalue > 1e-3
 
 
-def test_design_note_sampler_is_biased_ours_is_not():
-    """The same chi-square test rejects the design note's sampler on a uniform distribution."""
+def test_a_per_entry_sampler_is_biased_ours_is_not():
+    """The same chi-square test rejects the per-entry sampler on a uniform distribution."""
     probabilities = torch.full((DRAWS, 8), 1 / 8)
     expected = [DRAWS / 8] * 8
     generator = torch.Generator().manual_seed(1)
-    seed_counts = torch.bincount(design_note_sampler(probabilities, generator), minlength=8)
+    seed_counts = torch.bincount(per_entry_sampler(probabilities, generator), minlength=8)
     assert chisquare(seed_counts.numpy(), expected).pvalue < 1e-6
     ours = torch.bincount(sample_categorical(probabilities.log(), generator), minlength=8)
     assert chisquare(ours.numpy(), expected).pvalue > 1e-3
