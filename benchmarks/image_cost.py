@@ -38,6 +38,7 @@ class Args:
     steps: int = arg(16, "program length T of every configuration", at_least=1)
     patch_size: int = arg(8, "the fixed patch size of the second row of each configuration", at_least=1)
     iterations: int = arg(30, "training iterations timed per run", at_least=1)
+    fit_images: int = arg(1000, "images of each fit split (the patch size is probed on them)", at_least=1)
     eval_images: int = arg(256, "held-out images encoded per run", at_least=1)
     repeats: int = arg(3, "alternating rounds (medians are reported)", at_least=1)
     json: str = arg(None, "write the rows as JSON to this path", type=str)
@@ -45,7 +46,8 @@ class Args:
 
 def configurations(args: Args) -> dict[str, list[str]]:
     """Name -> the data flags of train.reinforce."""
-    cifar = ["--dataset", f"folder:{args.cifar_folder}", "--split", "all[:1000]", "--eval-split", "all[4000:]"]
+    fit = f"[:{args.fit_images}]"
+    cifar = ["--dataset", f"folder:{args.cifar_folder}", "--split", f"all{fit}", "--eval-split", "all[4000:]"]
     return {
         "28x28 gray": [
             "--dataset",
@@ -53,7 +55,7 @@ def configurations(args: Args) -> dict[str, list[str]]:
             "--data-root",
             args.mnist_root,
             "--split",
-            "test[:1000]",
+            f"test{fit}",
             "--eval-split",
             "test[8000:]",
         ],

@@ -120,6 +120,8 @@ TINY = {
     + ["--baseline-batches", "1"],
     "benchmarks.ddp_throughput": ["--repeats", "1", "--iterations", "1", "--batch-size", "2", "--image-size", "12"],
     "benchmarks.sb3_algorithms": ["--minutes", "0.002"],
+    "benchmarks.image_cost": ["--fit-images", "64", "--iterations", "1", "--eval-images", "4", "--repeats", "1"],
+    "benchmarks.defaults": ["--steps", "4", "--eval-images", "8"],
 }
 TRAINERS = ("train.reinforce", "train.sb3", "train.vqvae", "train.cgae", "train.llgae")
 FITTED, SCORED = slice(0, 256), slice(256, 272)  # the images of a tiny split (scored: after the fitted ones)

@@ -9,9 +9,10 @@ The painter (dataset, patch size, action space, number of steps, dictionary) com
 checkpoint; the flags override it. Without a checkpoint (``--encoder greedy``) the dictionary is
 fitted to ``--split`` as ``Painter-v0`` fits it. ``--eval-split`` is scored. ``--untrained`` scores
 a new, untrained encoder of the checkpoint's architecture on the checkpoint's dictionary (seeded
-by ``--seed``): what training added is the difference. Prints a table of SSE, PSNR, bits per
-image and images per second (and the fraction of the optimal return on ``shapes``), writes
-``--metrics-json`` and ``--gif``.
+by ``--seed``; for a Stable-Baselines3 agent, ``MODEL.zip --encoder policy``, an agent of the same
+algorithm, policy class and policy kwargs, ``agents.sb3.encoder.untrained_twin``): what training
+added is the difference. Prints a table of SSE, PSNR, bits per image and images per second (and the
+fraction of the optimal return on ``shapes``), writes ``--metrics-json`` and ``--gif``.
 """
 
 from __future__ import annotations
@@ -162,10 +163,23 @@ def set_up(args: Args) -> tuple[Painter, Encoder, torch.device]:
         payload = load_checkpoint(args.checkpoint, CHECKPOINT_KIND)
     elif args.encoder not in ("greedy", "greedy-gibbs") and args.checkpoint is None:
         raise ValueError(f"--encoder {args.encoder} needs --checkpoint")
-    if args.untrained and (payload is None or "policy" not in payload):
-        raise ValueError("--untrained needs a train.reinforce checkpoint (--checkpoint CKPT.pt) for its architecture")
+    sb3_agent = args.checkpoint is not None and args.checkpoint.endswith(".zip")
+    if args.untrained and sb3_agent and args.encoder != "policy":
+        raise ValueError("--untrained with a Stable-Baselines3 agent (.zip) needs --encoder policy")
+    if args.untrained and not sb3_agent and (payload is None or "policy" not in payload):
+        raise ValueError(
+            "--untrained needs a train.reinforce checkpoint (--checkpoint CKPT.pt) or a Stable-Baselines3 agent "
+            "(--checkpoint MODEL.zip) for its architecture"
+        )
     painter = painter_from_checkpoint(args, payload)
     painter.dictionary.to(device)
+    if args.untrained and sb3_agent:  # the agent's untrained twin: agents.sb3.encoder.untrained_twin
+        from agents.sb3.encoder import sb3_programs
+
+        def encoder(images: torch.Tensor) -> torch.Tensor:
+            return sb3_programs(args.checkpoint, images, painter, device, untrained_seed=args.seed)
+
+        return painter, encoder, device
     if args.untrained:
         torch.manual_seed(args.seed)
         payload = {**payload, "policy": None}  # a new policy of the checkpoint's configuration

@@ -38,7 +38,7 @@ from painter_env.config import Painter, build_painter
 from train.common import distributed as dist
 from train.common.checkpoint import generator_states, restore_generator_states
 from train.common.config import arg, parse_args
-from train.common.metrics import psnr
+from train.common.metrics import learning_gain, psnr
 from train.common.painter import PainterArgs, env_config, fit_action_space
 from train.common.run import INTERRUPTED, Budget, apply_threads_and_seed, default_run_name, report, user_errors
 from train.common.tensorboard import claim_run_name, log_hparams_text, log_rollout_gif, log_samples, make_writer
@@ -312,10 +312,10 @@ def log_curve(trainer: Trainer) -> None:
     held_out, device, samples = trainer.held_out, trainer.device, trainer.args.samples
     images = held_out.data.images[: trainer.args.curve_images]
     likely, untrained = (policy_sse(policy, held_out, images, device) for policy in (trainer.policy, trainer.twin))
-    figures = {"likely_sse": likely, "untrained_sse": untrained, "learning_gain": untrained / likely}
+    figures = {"likely_sse": likely, "untrained_sse": untrained, "learning_gain": learning_gain(untrained, likely)}
     if samples > 1:
         figures[f"best_of_{samples}_sse"] = policy_sse(trainer.policy, held_out, images, device, samples, 1)
-    for name, value in figures.items():
+    for name, value in figures.items() if figures["learning_gain"] is not None else ():
         trainer.writer.add_scalar(f"eval/{name}", value, trainer.done)
 
 
@@ -362,10 +362,10 @@ def evaluate(trainer: Trainer) -> dict:
         train_images_per_second=images_seen / max(trainer.elapsed - trainer.resumed_at[1], 1e-9),
         gradient_variance=float(torch.tensor(trainer.variances).median()) if trainer.variances else None,
         untrained_sse=untrained,
-        learning_gain=untrained / metrics["sse"],
+        learning_gain=learning_gain(untrained, metrics["sse"]),
     )
     for name in ("sse", "psnr", "optimal_return_fraction", "untrained_sse", "learning_gain"):
-        if name in metrics:
+        if metrics.get(name) is not None:
             writer.add_scalar(f"eval/{name}", metrics[name], trainer.done)
     dictionary = trainer.painter.dictionary
     log_rollout_gif(writer, "eval/rollouts", images[:4], programs[:4], dictionary, held_out.geometry, trainer.done)

@@ -2,7 +2,10 @@
 
 ``sb3_programs`` loads a saved agent and rolls it out (deterministic actions) on given images,
 painting with the kernel exactly as the environment does, so an SB3 agent's SSE is measured the
-same way as every other encoder's (``python -m train.evaluate --encoder policy``).
+same way as every other encoder's (``python -m train.evaluate --encoder policy``). With
+``untrained_seed`` it rolls out the agent's untrained twin instead (``untrained_twin``: the same
+algorithm, policy class and policy kwargs, on the same dictionary, its parameters drawn anew):
+``python -m train.evaluate --encoder policy --untrained``.
 """
 
 from __future__ import annotations
@@ -101,16 +104,47 @@ def sb3_env_config(model_path: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def untrained_twin(model: BaseAlgorithm, seed: int) -> BaseAlgorithm:
+    """``model`` with its policy replaced by a new, untrained one, built as SB3 builds an agent's policy.
+
+    The new policy is of ``type(model.policy)``, made from the model's observation and action spaces,
+    learning-rate schedule and ``policy_kwargs`` (which hold the extractor's matched-filter patches,
+    i.e. the training dictionary) with ``use_sde`` as the saved policy's, its parameters drawn under
+    ``torch.manual_seed(seed)`` (the global torch generator is left as it was). Not repeated: a
+    ``start_from_matched`` start that ``train.sb3`` may have applied after building the policy (it is
+    not saved in the agent). Returns ``model``, changed in place.
+    """
+    kwargs = dict(model.policy_kwargs)
+    if getattr(model.policy, "use_sde", None) is not None:  # on-policy actor-critics take it apart from the kwargs
+        kwargs.setdefault("use_sde", model.policy.use_sde)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        policy = type(model.policy)(model.observation_space, model.action_space, model.lr_schedule, **kwargs)
+    model.policy = policy.to(model.device)
+    if hasattr(model, "_create_aliases"):  # DQN, QR-DQN: q_net / quantile_net point into the policy
+        model._create_aliases()
+    return model
+
+
 def sb3_programs(
-    model_path: str | Path, images: torch.Tensor, painter: Painter, device: str | torch.device = "cpu"
+    model_path: str | Path,
+    images: torch.Tensor,
+    painter: Painter,
+    device: str | torch.device = "cpu",
+    untrained_seed: int | None = None,
 ) -> torch.Tensor:
-    """Roll out the SB3 agent saved at ``model_path`` on ``images`` ``(B, C, H, W)``: programs ``(B, T, 4)``."""
+    """Roll out the SB3 agent saved at ``model_path`` on ``images`` ``(B, C, H, W)``: programs ``(B, T, 4)``.
+
+    With ``untrained_seed`` the agent's untrained twin (``untrained_twin``) is rolled out instead.
+    """
     device = device_of(device)
-    model = _cached_model(str(Path(model_path).resolve()), Path(model_path).stat().st_mtime_ns, str(device))
+    path = Path(model_path)
+    model = _cached_model(str(path.resolve()), path.stat().st_mtime_ns, str(device), untrained_seed)
     return policy_programs(model, images.to(device), painter)
 
 
 @lru_cache(maxsize=4)
-def _cached_model(path: str, modified: int, device: str) -> BaseAlgorithm:
-    """Loaded once per file version: ``train.evaluate`` calls ``sb3_programs`` once per batch."""
-    return load_sb3_model(path, device)
+def _cached_model(path: str, modified: int, device: str, untrained_seed: int | None = None) -> BaseAlgorithm:
+    """Loaded once per file version (and twin seed): ``train.evaluate`` calls ``sb3_programs`` once per batch."""
+    model = load_sb3_model(path, device)
+    return model if untrained_seed is None else untrained_twin(model, untrained_seed)

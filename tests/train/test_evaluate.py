@@ -12,8 +12,13 @@ import train.evaluate as evaluate
 import train.reinforce as reinforce
 from agents.encoders import build_encoder, policy_encoder
 from agents.policy import PainterPolicy, PolicyConfig
+from agents.sb3 import PainterMultiInputPolicy, PainterVecEnv, painter_policy_kwargs
+from agents.sb3.algorithms import algorithm_class, load_sb3_model
+from agents.sb3.encoder import policy_programs, sb3_env_config, untrained_twin
+from decoders.dictionary import PatchDictionary
 from decoders.kernel import decode
 from painter_env.config import PainterConfig, build_painter
+from train import sb3
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +145,89 @@ def test_best_of_n_policy_is_never_worse(trained):
         ["--checkpoint", str(checkpoint), "--encoder", "policy", "--eval-images", "10", "--policy-samples", "4"]
     )
     assert best["sse"] <= one["sse"] + 1e-6
+
+
+# A tiny SB3 agent whose untrained deterministic action depends on its parameters (SB3's MultiInputPolicy with
+# the matched filter: its patches are the training dictionary's), trained enough to act otherwise.
+SB3_TINY = ["--image-size", "10", "--patch-size", "3", "--max-shapes", "2", "--steps", "2", "--move-radius", "1"]
+SB3_TINY += ["--split", "test[:1000]", "--eval-split", "test[1000:]", "--eval-images", "64", "--no-progress"]
+SB3_TINY += ["--algo", "ppo", "--minutes", "0", "--total-timesteps", "256", "--n-envs", "4", "--seed", "1"]
+SB3_TINY += ["--hyperparams", "n_steps=8", "batch_size=32", "learning_rate=1e-3", 'policy="MultiInputPolicy"']
+SB3_TINY += ["policy_kwargs={ cnn_features = 16, channels = 4, matched_filter = true }"]
+
+
+@pytest.fixture(scope="module")
+def sb3_agent(tmp_path_factory):
+    """A trained tiny PPO agent (``train.sb3``, seed 1): its metrics; ``metrics["model"]`` is its ``model.zip``."""
+    folder = tmp_path_factory.mktemp("sb3")
+    threads, validate = torch.get_num_threads(), torch.distributions.Distribution._validate_args
+    try:
+        return sb3.main(
+            [*SB3_TINY, "--logdir", str(folder / "runs"), "--checkpoint-dir", str(folder / "ck"), "--run-name", "tiny"]
+        )
+    finally:  # train.sb3 sets them for the process
+        torch.set_num_threads(threads)
+        torch.distributions.Distribution.set_default_validate_args(validate)
+
+
+@pytest.mark.parametrize(
+    "algo, policy, options",
+    [
+        ("ppo", PainterMultiInputPolicy, {}),
+        ("dqn", "MultiInputPolicy", {"buffer_size": 100}),
+        ("recurrent-ppo", "MultiInputLstmPolicy", {"n_steps": 8, "batch_size": 16}),
+        ("maskable-ppo", "MultiInputPolicy", {"n_steps": 8, "batch_size": 16}),
+    ],
+)
+def test_the_untrained_twin_of_an_sb3_agent_is_the_agent_sb3_builds_with_the_seed(tmp_path, algo, policy, options):
+    """Built with the agent's own seed, the twin's policy is the one SB3 built (the start of training); with
+    another seed its parameters differ; its buffers (the matched filter's patches) are the agent's."""
+    venv = PainterVecEnv(2, flatten_actions=algo == "dqn", image_size=10, patch_size=3, max_steps=2, move_radius=1)
+    kwargs = painter_policy_kwargs(cnn_features=16, channels=4, painter=venv.painter)
+    if algo == "recurrent-ppo":
+        kwargs["lstm_hidden_size"] = 16
+    algorithm_class(algo)(policy, venv, policy_kwargs=kwargs, seed=5, **options).save(tmp_path / "agent.zip")
+    saved = load_sb3_model(tmp_path / "agent.zip").policy.state_dict()
+    rng = torch.get_rng_state()
+    same, other = (untrained_twin(load_sb3_model(tmp_path / "agent.zip"), seed) for seed in (5, 6))
+    assert torch.equal(torch.get_rng_state(), rng)  # the global generator is left alone
+    assert type(same.policy) is type(other.policy) is type(load_sb3_model(tmp_path / "agent.zip").policy)
+    for key, value in saved.items():
+        assert torch.equal(same.policy.state_dict()[key], value), key
+    changed = [key for key, value in saved.items() if not torch.equal(other.policy.state_dict()[key], value)]
+    assert changed and not any(key.endswith(("patch_values", "patch_support")) for key in changed)
+    if algo == "dqn":  # DQN's aliases point into the new policy
+        assert other.q_net is other.policy.q_net and other.q_net_target is other.policy.q_net_target
+
+
+def test_the_untrained_twin_of_an_sb3_agent_scores_on_its_dictionary_seeded_by_seed(sb3_agent, capsys):
+    model = sb3_agent["model"]
+    flags = ["--checkpoint", model, "--encoder", "policy", "--eval-split", "test[1000:]", "--eval-images", "64"]
+    trained = evaluate.main(flags)
+    assert not trained["untrained"] and trained["sse"] == pytest.approx(sb3_agent["sse"], rel=1e-5)
+    twin = evaluate.main([*flags, "--untrained", "--seed", "1"])
+    assert twin["untrained"] and "policy (untrained)" in capsys.readouterr().out
+    assert twin["sse"] != trained["sse"]  # learning changed the agent: its start (seed 1, as trained) paints otherwise
+    assert evaluate.main([*flags, "--untrained", "--seed", "1"])["sse"] == twin["sse"]
+    assert evaluate.main([*flags, "--untrained", "--seed", "2"])["sse"] != twin["sse"]
+
+    # The twin's SSE, recomputed: a new agent of the configuration painting with the dictionary saved beside it.
+    config = sb3_env_config(model)
+    painter = build_painter(PainterConfig(**{**config, "split": "test[1000:]"}))
+    saved = PatchDictionary.load(config["dictionary"])
+    assert all(torch.equal(a, b) for a, b in zip(painter.dictionary.patches(), saved.patches()))
+    agent = untrained_twin(load_sb3_model(model), 1)
+    extractor, trained_extractor = agent.policy.features_extractor, load_sb3_model(model).policy.features_extractor
+    assert torch.equal(extractor.patch_values, trained_extractor.patch_values)  # the policy's own patches too
+    images = painter.data.images[:64]
+    values, support = painter.dictionary.patches()
+    programs = policy_programs(agent, images, painter)
+    canvases = decode(programs, values.detach(), support, saved.num_levels, painter.geometry)
+    sse = float((images - canvases).square().flatten(1).sum(1).mean())
+    assert twin["sse"] == pytest.approx(sse, rel=1e-5)
+
+
+def test_the_untrained_twin_of_an_sb3_agent_needs_the_policy_encoder(sb3_agent, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        evaluate.main(["--checkpoint", sb3_agent["model"], "--encoder", "greedy", "--untrained"])
+    assert stopped.value.code == 2 and "--untrained with a Stable-Baselines3 agent" in capsys.readouterr().err

@@ -19,6 +19,11 @@ def psnr(sse: float, pixels_per_image: int) -> float:
     return 10.0 * math.log10(pixels_per_image / max(sse, 1e-12))
 
 
+def learning_gain(untrained_sse: float, trained_sse: float) -> float | None:
+    """What training made: the untrained twin's SSE over the trained encoder's (None at SSE 0)."""
+    return untrained_sse / trained_sse if trained_sse > 0 else None
+
+
 def program_bits(steps: int, num_actions: int) -> float:
     """Bits per image of a program of ``steps`` actions from ``num_actions`` possible ones."""
     return steps * math.log2(num_actions)
