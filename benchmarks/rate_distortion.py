@@ -73,7 +73,10 @@ class Args:
     eval_images: int = arg(None, "score only the first N images of --eval-split (default: all)", type=int, at_least=1)
     bits: list = arg([70.0, 140.0, 279.0], "bits per image of the matched-rate rows", type=float, above=0)
     models: list = arg(
-        ["painter", "vqvae"], "the matched-rate models to train and score", type=str, choices=("painter", "vqvae")
+        ["painter", "hard-em", "vqvae"],
+        "the matched-rate models to train and score (hard-em: a painter whose dictionary alone is fitted, by hard EM)",
+        type=str,
+        choices=("painter", "hard-em", "vqvae"),
     )
     minutes: float = arg(30.0, "training minutes of every trained model (painter, VQ-VAE, baselines)", above=0)
     jobs: int = arg(2, "commands run at once, one thread each (1: in this process, one after another)", at_least=1)
@@ -120,10 +123,14 @@ def painter_jobs(args: Args, workdir: Path) -> tuple[list[Job], list[Job]]:
     training, evaluation = [], []
     for bits in args.bits:
         for kind, extra in TRAININGS.items():
+            if kind not in args.models:
+                continue
             run = f"{kind}-{bits:g}bits"
             flags = trainer_flags(args, run, workdir) + ["--match-bits", str(bits), *extra]
             training.append(Job(run, f"{kind} training", "train.reinforce", flags, workdir / f"{run}.json"))
         for (kind, encoder, extra), family in EVALUATIONS.items():
+            if kind not in args.models:
+                continue
             run = f"{kind}-{bits:g}bits"
             argv = ["--checkpoint", str(workdir / "checkpoints" / run / "checkpoint.pt"), "--encoder", encoder, *extra]
             argv += ["--eval-split", args.eval_split, *data_flags(args), "--threads", "1"]
@@ -311,7 +318,7 @@ def set_up(args: Args) -> tuple[torch.Tensor, torch.Tensor, Path]:
 
 def all_jobs(args: Args, workdir: Path) -> tuple[list[Job], list[Job], list[Job]]:
     """The painters' training jobs, their evaluations, and the other models' jobs (each trains and scores)."""
-    training, evaluation = painter_jobs(args, workdir) if "painter" in args.models else ([], [])
+    training, evaluation = painter_jobs(args, workdir)
     return training, evaluation, baseline_jobs(args, workdir)
 
 
