@@ -132,6 +132,9 @@ def build_painter(config: PainterConfig) -> Painter:
         config.seed,
     )
     height, width = data.images.shape[-2:]
+    if given is None and config.background is None:  # the shapes' ground truth paints on black
+        bordered = not ground_truth(config) and background_levels(data.images)
+        config = dataclasses.replace(config, background="border" if bordered else "black")
     if patch_size is None:
         patch_size, _ = probe_patch_size(
             data.images,
@@ -140,6 +143,7 @@ def build_painter(config: PainterConfig) -> Painter:
             config.num_levels or DEFAULT_LEVELS,
             config.support_threshold,
             config.seed,
+            BACKGROUND_LEVELS if config.background == "border" else 0,
         )
     if patch_size > min(height, width):
         raise ValueError(f"patch_size {patch_size} is larger than the images ({height}x{width})")
@@ -159,14 +163,16 @@ def given_dictionary(config: PainterConfig) -> PatchDictionary | None:
     return PatchDictionary.load(config.dictionary)
 
 
+def ground_truth(config: PainterConfig) -> bool:
+    """Whether the painter paints ``shapes`` with the dictionary that drew them."""
+    return config.dataset == "shapes" and config.num_prototypes in (None, len(SHAPE_NAMES))
+
+
 def data_dictionary(config: PainterConfig, data: ImageSet) -> PatchDictionary:
     """The ground-truth shapes, or k-means++ over patches of the data."""
-    if config.dataset == "shapes" and config.num_prototypes in (None, len(SHAPE_NAMES)):
+    if ground_truth(config):
         return shapes_dictionary(config.patch_size, config.num_levels or DEFAULT_LEVELS, data.channels)
-    if config.background is None:
-        background = background_levels(data.images)
-    else:
-        background = BACKGROUND_LEVELS if config.background == "border" else 0
+    background = BACKGROUND_LEVELS if config.background == "border" else 0
     payload = _kmeans_payload(
         data.images,
         config.patch_size,

@@ -66,10 +66,10 @@ def probe_sse(images: torch.Tensor, dictionary: PatchDictionary, steps: int) -> 
 
 @lru_cache(maxsize=32)
 def probe_patch_size(
-    images: torch.Tensor, steps: int, num_prototypes: int, num_levels: int, threshold: float, seed: int
+    images: torch.Tensor, steps: int, num_prototypes: int, num_levels: int, threshold: float, seed: int, levels: int
 ) -> tuple[int, dict[int, float]]:
-    """The probed patch size for programs of ``steps`` strokes, and the SSE of every size tried."""
-    levels = background_levels(images)
+    """The probed patch size for programs of ``steps`` strokes on a canvas that starts from a
+    background of ``levels`` levels (0: black), and the SSE of every size tried."""
     probe = images[:: max(1, len(images) // PROBE_IMAGES)][:PROBE_IMAGES]
     largest = min(images.shape[-2:])
     tried: dict[int, float] = {}

@@ -27,7 +27,7 @@ def test_dark_borders_keep_a_black_canvas_and_coloured_ones_get_a_background():
 
 def test_the_probe_stops_at_a_size_whose_neighbours_are_worse():
     digits = _digits()
-    size, tried = defaults.probe_patch_size(digits, 4, 8, 2, 0.1, 0)
+    size, tried = defaults.probe_patch_size(digits, 4, 8, 2, 0.1, 0, 0)
     assert tried[size] == min(tried.values()) and len(tried) >= 3
     for neighbour in (size - 1, size + 1):
         assert neighbour not in tried or tried[neighbour] >= tried[size]
@@ -52,3 +52,20 @@ def test_build_painter_records_the_chosen_patch_size_and_background(tmp_path):
     assert black.config.background == "black" and black.dictionary.background_bits == 0
     with pytest.raises(ValueError, match="background"):
         PainterConfig(background="white")
+
+
+@pytest.mark.parametrize("background, levels", [(None, defaults.BACKGROUND_LEVELS), ("black", 0)])
+def test_the_probe_paints_on_the_background_the_painter_will_use(colour_folder, monkeypatch, background, levels):
+    from painter_env import config as painter_config
+
+    seen = []
+
+    def probe(images, steps, num_prototypes, num_levels, threshold, seed, background_levels):
+        seen.append(background_levels)
+        return 3, {3: 1.0}
+
+    monkeypatch.setattr(painter_config, "probe_patch_size", probe)
+    kwargs = {key: value for key, value in colour_folder.items() if key != "patch_size"}
+    painter = build_painter(PainterConfig(**kwargs, background=background))
+    assert seen == [levels] and painter.config.patch_size == 3
+    assert painter.dictionary.background_levels == levels
