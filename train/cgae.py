@@ -35,9 +35,10 @@ from train.common.config import arg, parse_args
 from train.common.metrics import reconstruction_metrics
 from train.common.run import (
     Budget,
-    CommonArgs,
+    EpochArgs,
     Run,
     apply_threads_and_seed,
+    epoch_row,
     held_out_images,
     load_split,
     report,
@@ -50,7 +51,7 @@ CHECKPOINT_KIND = "cgae"
 
 
 @dataclass
-class Args(CommonArgs):
+class Args(EpochArgs):
     components: int = arg(16, "H, components (placed prototypes) per image", at_least=1)
     prototypes: int = arg(32, "K, number of prototypes", at_least=1)
     patch_size: int = arg(7, "R, prototype size (at most the image size)", at_least=1)
@@ -63,12 +64,6 @@ class Args(CommonArgs):
         1.0, "chains are weighted by softmax(-weight_beta * SSE) in the prototype loss", at_least=0
     )
     batch_size: int = arg(64, "images per iteration", at_least=1)
-    epochs: int = arg(
-        None,
-        "stop after this many passes over --split even if --minutes are left (default: no cap)",
-        type=int,
-        at_least=0,
-    )
     lr: float = arg(3e-3, "Adam learning rate of the prototypes", above=0)
     reseed_every: int = arg(25, "iterations between reseeding unused prototypes (0: never)", at_least=0)
     log_every: int = arg(10, "iterations between scalar logs and progress-bar updates", at_least=1)
@@ -119,15 +114,14 @@ def set_up(args: Args) -> Trainer:
 
 
 def train(trainer: Trainer) -> None:
-    """Epochs over the fitting images until the budget is spent; Ctrl-C saves the model and exits 130."""
+    """Epochs until the budget is spent, a checkpoint after each full one; Ctrl-C saves and exits 130."""
     model, run = trainer.model, trainer.run
-    with run.interruptible(model, model.config()):
-        try:
-            while not trainer.budget.over():
-                if train_epoch(trainer):
-                    run.save(model, model.config(), iteration=trainer.iteration)
-        finally:
-            trainer.budget.close()
+
+    def epoch() -> None:
+        if train_epoch(trainer):
+            run.save(model, model.config(), iteration=trainer.iteration)
+
+    run.train_epochs(model, model.config(), trainer.budget, epoch)
 
 
 def train_epoch(trainer: Trainer) -> bool:
@@ -241,20 +235,9 @@ def main(argv=None) -> dict:
     trainer = set_up(args)
     train(trainer)
     metrics = finish(trainer)
-    return report(
-        args,
-        metrics,
-        {
-            "model": f"CGAE H={args.components}",
-            "bits/image": f"{metrics['bits_per_image']:.0f}",
-            "SSE": f"{metrics['sse']:.2f}",
-            "PSNR": f"{metrics['psnr']:.2f}",
-            "prototypes used": f"{metrics['prototypes_used']}/{args.prototypes}",
-            "usage entropy (bits)": f"{metrics['usage_entropy_bits']:.2f}",
-            "epochs": f"{metrics['epochs']:g}",
-            "wall s": f"{metrics['wall_seconds']:.0f}",
-        },
-    )
+    usage = {"prototypes used": f"{metrics['prototypes_used']}/{args.prototypes}"}
+    usage["usage entropy (bits)"] = f"{metrics['usage_entropy_bits']:.2f}"
+    return report(args, metrics, epoch_row(f"CGAE H={args.components}", metrics, **usage))
 
 
 if __name__ == "__main__":

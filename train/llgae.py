@@ -35,9 +35,10 @@ from train.common.config import arg, parse_args
 from train.common.metrics import reconstruction_metrics
 from train.common.run import (
     Budget,
-    CommonArgs,
+    EpochArgs,
     Run,
     apply_threads_and_seed,
+    epoch_row,
     held_out_images,
     load_split,
     report,
@@ -50,7 +51,7 @@ CHECKPOINT_KIND = "llgae"
 
 
 @dataclass
-class Args(CommonArgs):
+class Args(EpochArgs):
     components: int = arg(11, "K, linear components (1 = LGAE; at most the number of --split images)", at_least=1)
     code_size: int = arg(20, "E, code dimensions per component", at_least=1)
     beta: float = arg(0.01, "inner step size", above=0)
@@ -62,12 +63,6 @@ class Args(CommonArgs):
         choices=("kmeans", "random"),
     )
     batch_size: int = arg(100, "images per iteration", at_least=1)
-    epochs: int = arg(
-        None,
-        "stop after this many passes over --split even if --minutes are left (default: no cap)",
-        type=int,
-        at_least=0,
-    )
     lr: float = arg(1e-3, "RMSprop learning rate", above=0)
     log_every: int = arg(50, "iterations between scalar logs and progress-bar updates", at_least=1)
 
@@ -125,16 +120,6 @@ def set_up(args: Args) -> Trainer:
     optimizer = torch.optim.RMSprop(model.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
     return Trainer(args, model, points.to(device), run, budget, optimizer, generator)
-
-
-def train(trainer: Trainer) -> None:
-    """Epochs over the fitting images until the budget is spent; Ctrl-C saves the model and exits 130."""
-    with trainer.run.interruptible(trainer.model, trainer.model.config()):
-        try:
-            while not trainer.budget.over():
-                train_epoch(trainer)
-        finally:
-            trainer.budget.close()
 
 
 def train_epoch(trainer: Trainer) -> None:
@@ -196,21 +181,10 @@ def finish(trainer: Trainer) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
     trainer = set_up(args)
-    train(trainer)
+    trainer.run.train_epochs(trainer.model, trainer.model.config(), trainer.budget, lambda: train_epoch(trainer))
     metrics = finish(trainer)
-    return report(
-        args,
-        metrics,
-        {
-            "model": f"LLGAE K={args.components} E={args.code_size}",
-            "bits/image": f"{metrics['bits_per_image']:.0f}",
-            "SSE": f"{metrics['sse']:.2f}",
-            "PSNR": f"{metrics['psnr']:.2f}",
-            "seed figure (MSE 0..255, centred)": f"{metrics['seed_figure']:.1f}",
-            "epochs": f"{metrics['epochs']:g}",
-            "wall s": f"{metrics['wall_seconds']:.0f}",
-        },
-    )
+    name, figure = f"LLGAE K={args.components} E={args.code_size}", f"{metrics['seed_figure']:.1f}"
+    return report(args, metrics, epoch_row(name, metrics, **{"seed figure (MSE 0..255, centred)": figure}))
 
 
 if __name__ == "__main__":

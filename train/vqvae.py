@@ -30,9 +30,10 @@ from train.common.config import arg, parse_args
 from train.common.metrics import reconstruction_metrics
 from train.common.run import (
     Budget,
-    CommonArgs,
+    EpochArgs,
     Run,
     apply_threads_and_seed,
+    epoch_row,
     held_out_images,
     load_split,
     report,
@@ -42,7 +43,7 @@ from train.common.run import (
 
 
 @dataclass
-class Args(CommonArgs):
+class Args(EpochArgs):
     model: str = arg("vqvae", "vqvae (discrete codes) or vae (Gaussian codes)", choices=KINDS)
     grid: int = arg(7, "m, the code is an m x m grid of vectors (m <= image size / 4)", at_least=1)
     dim: int = arg(16, "D, dimensions of each grid vector", at_least=1)
@@ -54,12 +55,6 @@ class Args(CommonArgs):
     kl_beta: float = arg(1.0, "weight of the VAE's KL term (sweeps its rate)", at_least=0)
     hidden: int = arg(64, "channels of the conv layers", at_least=2)
     batch_size: int = arg(64, "images per iteration", at_least=1)
-    epochs: int = arg(
-        None,
-        "stop after this many passes over --split even if --minutes are left (default: no cap)",
-        type=int,
-        at_least=0,
-    )
     lr: float = arg(1e-3, "Adam learning rate", above=0)
     log_every: int = arg(50, "iterations between scalar logs and progress-bar updates", at_least=1)
 
@@ -105,16 +100,6 @@ def set_up(args: Args) -> Trainer:
     generator = torch.Generator().manual_seed(args.seed)
     noise = torch.Generator(device=run.device).manual_seed(args.seed)
     return Trainer(args, model, images.to(run.device), run, budget, optimizer, generator, noise)
-
-
-def train(trainer: Trainer) -> None:
-    """Epochs over the fitting images until the budget is spent; Ctrl-C saves the model and exits 130."""
-    with trainer.run.interruptible(trainer.model, trainer.model.settings):
-        try:
-            while not trainer.budget.over():
-                train_epoch(trainer)
-        finally:
-            trainer.budget.close()
 
 
 def train_epoch(trainer: Trainer) -> None:
@@ -191,21 +176,9 @@ def finish(trainer: Trainer) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(Args, __doc__.split("\n\n")[0], argv)
     trainer = set_up(args)
-    train(trainer)
+    trainer.run.train_epochs(trainer.model, trainer.model.settings, trainer.budget, lambda: train_epoch(trainer))
     metrics = finish(trainer)
-    return report(
-        args,
-        metrics,
-        {
-            "model": args.model,
-            "bits/image": f"{metrics['bits_per_image']:.0f}",
-            "SSE": f"{metrics['sse']:.2f}",
-            "PSNR": f"{metrics['psnr']:.2f}",
-            "images/s": f"{metrics['images_per_second']:.0f}",
-            "epochs": f"{metrics['epochs']:g}",
-            "wall s": f"{metrics['wall_seconds']:.0f}",
-        },
-    )
+    return report(args, metrics, epoch_row(args.model, metrics, **{"images/s": f"{metrics['images_per_second']:.0f}"}))
 
 
 if __name__ == "__main__":

@@ -71,6 +71,18 @@ class CommonArgs(DataArgs):
     run_name: str = arg(None, "name of the run (default: model, dataset, seed and time)", type=str)
 
 
+@dataclass
+class EpochArgs(CommonArgs):
+    """The common flags of a trainer that makes passes (epochs) over the fit split."""
+
+    epochs: int = arg(
+        None,
+        "stop after this many passes over --split even if --minutes are left (default: no cap)",
+        type=int,
+        at_least=0,
+    )
+
+
 @contextmanager
 def user_errors():
     """A bad flag or missing data found while setting up: one ``error:`` line and exit status 2, as argparse."""
@@ -188,6 +200,16 @@ class Run:
         payload = {"kind": self.kind, "version": 1, "run_name": self.name, **extra, "config": config, "state": state}
         return atomic_save({**payload, "args": dataclasses.asdict(self.args)}, self.checkpoint_path)
 
+    def train_epochs(self, model: torch.nn.Module, config: dict, budget: Budget, epoch) -> None:
+        """Call ``epoch()`` until ``budget`` is spent (it checks the clock between its batches);
+        Ctrl-C saves ``model`` and exits 130."""
+        with self.interruptible(model, config):
+            try:
+                while not budget.over():
+                    epoch()
+            finally:
+                budget.close()
+
     @contextmanager
     def interruptible(self, model: torch.nn.Module, config: dict):
         """Ctrl-C inside stops the run: ``model`` is saved (as the checkpoint) and the program exits 130."""
@@ -234,6 +256,13 @@ def start_run(args: CommonArgs, kind: str, sizes: str = "", **hparams) -> Run:
     writer = make_writer(args.logdir, name)
     log_hparams_text(writer, {**dataclasses.asdict(args), "run_name": name, **hparams})
     return Run(args, kind, name, device, writer, Path(args.checkpoint_dir) / name / "checkpoint.pt")
+
+
+def epoch_row(name: str, metrics: dict, **columns: str) -> dict[str, str]:
+    """A trainer's one-row table: the model, its rate and error, ``columns``, then its epochs and time."""
+    row = {"model": name, "bits/image": f"{metrics['bits_per_image']:.0f}", "SSE": f"{metrics['sse']:.2f}"}
+    row.update({"PSNR": f"{metrics['psnr']:.2f}", **columns, "epochs": f"{metrics['epochs']:g}"})
+    return {**row, "wall s": f"{metrics['wall_seconds']:.0f}"}
 
 
 def report(args: CommonArgs, metrics: dict, row: dict[str, str]) -> dict:
