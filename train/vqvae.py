@@ -92,6 +92,12 @@ def set_up(args: Args) -> Trainer:
                 f"--grid {args.grid} needs images whose size is a multiple of 4 and at least {4 * args.grid}, "
                 f"got {size} (resize them with --image-size)"
             )
+        if args.model == "vqvae" and len(images) * args.grid**2 < codes:
+            raise ValueError(
+                f"{codes} codes need at least {codes} code vectors to start from, but {len(images)} fit images "
+                f"of a {args.grid}x{args.grid} grid give {len(images) * args.grid**2}: use fewer codes or bits, "
+                "a larger --grid or more images"
+            )
         model = Autoencoder(args.model, channels, size, args.grid, args.dim, codes, args.commitment, args.hidden)
         budget = Budget(args.minutes, args.epochs, "--epochs", unit="epoch")
         run = start_run(args, args.model, num_codes=codes)
@@ -100,6 +106,12 @@ def set_up(args: Args) -> Trainer:
     generator = torch.Generator().manual_seed(args.seed)
     noise = torch.Generator(device=run.device).manual_seed(args.seed)
     return Trainer(args, model, images.to(run.device), run, budget, optimizer, generator, noise)
+
+
+def seeding_images(trainer: Trainer) -> int:
+    """How many images' code vectors start the codebook's k-means++: a batch, or enough for four a code."""
+    needed = -(-4 * trainer.model.settings["num_codes"] // trainer.args.grid**2)
+    return min(len(trainer.images), max(trainer.args.batch_size, needed))
 
 
 def train_epoch(trainer: Trainer) -> None:
@@ -114,7 +126,7 @@ def train_epoch(trainer: Trainer) -> None:
         batch = images[order[start : start + args.batch_size]]
         if model.kind == "vqvae" and trainer.iteration == 0:
             with torch.no_grad():
-                features = model.encoder(batch)
+                features = model.encoder(images[order[: seeding_images(trainer)]])
             model.bottleneck.reseed(features.permute(0, 2, 3, 1).reshape(-1, args.dim), None, trainer.generator)
         out = model(batch, trainer.noise)
         sse = (batch - out["reconstruction"]).square().flatten(1).sum(1).mean()

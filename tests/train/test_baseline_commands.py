@@ -65,6 +65,14 @@ def test_the_time_limit_is_read_before_every_batch(module, tmp_path, one_torch_t
     assert metrics["epochs"] < 0.5 and metrics["wall_seconds"] < 5  # stopped in the first pass, not after it
 
 
+def test_a_codebook_larger_than_a_batch_starts_from_more_images(tmp_path, one_torch_thread):
+    """k-means++ needs a code vector per code: 64 codes, and a batch of 8 images of a 2x2 grid gives 32."""
+    train_vqvae = importlib.import_module("train.vqvae")
+    train_vqvae.main(_argv(tmp_path, "train.vqvae", "--codes", "64", "--minutes", "1", "--epochs", "1"))
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["bits_per_image"] == 4 * 6 and np.isfinite(metrics["sse"])
+
+
 BAD_FLAGS = [
     ("train.cgae", ["--components", "0"], "--components"),
     ("train.cgae", ["--patch-size", "0"], "--patch-size"),
@@ -75,6 +83,7 @@ BAD_FLAGS = [
     ("train.vqvae", ["--grid", "0"], "--grid"),
     ("train.vqvae", ["--grid", "8"], "--grid"),  # 28-pixel images hold a grid of at most 7
     ("train.vqvae", ["--codes", "1"], "--codes"),
+    ("train.vqvae", ["--codes", "200"], "code vectors"),  # 32 images of a 2x2 grid give 128
     *((module, ["--batch-size", "0"], "--batch-size") for module in TRAINERS),
     *((module, ["--lr", "-1"], "--lr") for module in TRAINERS),
     *((module, ["--epochs", "-1"], "--epochs") for module in TRAINERS),
