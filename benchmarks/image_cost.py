@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 import train.evaluate as evaluate
 import train.reinforce as reinforce
-from benchmarks.jobs import check_output, interrupted, setting_up, write_json
+from benchmarks.jobs import check_output, ctrl_c_of_commands, interrupted, setting_up, write_json
 from painter_env.datasets import load_images
 from train.common.config import arg, parse_args
 
@@ -132,11 +132,12 @@ def main(argv=None) -> dict:
     results: dict = {}
     workdir = Path(tempfile.mkdtemp(prefix="image_cost_"))
     try:
-        for round_ in tqdm(range(args.repeats), desc="rounds"):
-            order = runs(args) if round_ % 2 == 0 else runs(args)[::-1]
-            for config, choice, data, patch in order:
-                name = f"{config}-{choice}-{round_}".replace(" ", "_").replace("=", "")
-                results.setdefault((config, choice), []).append(measure(args, data, patch, workdir, name))
+        with ctrl_c_of_commands():
+            for round_ in tqdm(range(args.repeats), desc="rounds"):
+                order = runs(args) if round_ % 2 == 0 else runs(args)[::-1]
+                for config, choice, data, patch in order:
+                    name = f"{config}-{choice}-{round_}".replace(" ", "_").replace("=", "")
+                    results.setdefault((config, choice), []).append(measure(args, data, patch, workdir, name))
     except KeyboardInterrupt:
         done = {key: value for key, value in results.items() if value}
         interrupted(args.json, {"rows": summarise(done, pixels) if done else []}, f"in round {round_ + 1}")

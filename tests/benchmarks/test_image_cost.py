@@ -1,5 +1,7 @@
 """benchmarks.image_cost: training and encoding speed per image size, relative to the smallest."""
 
+import json
+
 import pytest
 
 from benchmarks import image_cost
@@ -34,3 +36,25 @@ def test_costs_are_relative_to_the_first_configuration_with_the_same_patch_choic
     assert large["value_ratio"] == 4.0 and large["train_cost_ratio"] == pytest.approx(4.0)
     assert large["greedy_cost_ratio"] == pytest.approx(8.0) and large_fixed["train_cost_ratio"] == pytest.approx(4.0)
     assert "| large | R = 8 | 8 | 4.00 |" in image_cost.markdown(rows)
+
+
+def test_ctrl_c_in_a_training_run_writes_the_runs_measured_and_exits_130(tmp_path, monkeypatch, mnist_root, cifar_root):
+    """The trainer runs in this process and turns Ctrl-C into exit status 130 after saving: the
+    benchmark stops there too, with the rows of the runs it finished."""
+    measured = {"patch_size": 4, "train_images_per_second": 2.0, "policy_images_per_second": 3.0}
+    measured["greedy_images_per_second"] = 4.0
+    calls = []
+
+    def measure(*_):
+        calls.append(1)
+        if len(calls) == 2:
+            raise SystemExit(130)  # what train.reinforce does on Ctrl-C
+        return measured
+
+    monkeypatch.setattr(image_cost, "measure", measure)
+    path = tmp_path / "cost.json"
+    with pytest.raises(SystemExit) as exit_info:
+        image_cost.main(["--json", str(path), "--mnist-root", str(mnist_root), "--cifar-folder", str(cifar_root)])
+    written = json.loads(path.read_text())
+    assert exit_info.value.code == 130 and written["interrupted"] is True
+    assert [row["patch"] for row in written["rows"]] == ["chosen R"]
