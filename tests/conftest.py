@@ -99,3 +99,13 @@ def random_actions(
 ) -> torch.Tensor:
     highs = [geometry.num_moves, geometry.num_moves, dictionary.num_prototypes, dictionary.num_levels]
     return torch.stack([torch.randint(h, (batch, steps), generator=generator) for h in highs], dim=2)
+
+
+@pytest.fixture
+def restore_torch_settings():
+    """``train.sb3.main`` and ``train.evaluate.main`` set torch's threads and distribution checks for the
+    process; a test module that runs them lists this fixture in its ``pytestmark`` to restore them."""
+    threads, validate = torch.get_num_threads(), torch.distributions.Distribution._validate_args
+    yield
+    torch.set_num_threads(threads)
+    torch.distributions.Distribution.set_default_validate_args(validate)

@@ -6,20 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from benchmarks import sb3_algorithms
 
 UNTRAINED = {"sse": 3.0, "psnr": 10.0}  # the fake untrained twin's figures (and optimal return 0.5 on shapes)
 
 
-@pytest.fixture(autouse=True)
-def restore_torch_settings():
-    """``train.sb3.main`` and ``train.evaluate.main`` set torch's threads and distribution checks; restored here."""
-    threads, validate = torch.get_num_threads(), torch.distributions.Distribution._validate_args
-    yield
-    torch.set_num_threads(threads)
-    torch.distributions.Distribution.set_default_validate_args(validate)
+pytestmark = pytest.mark.usefixtures("restore_torch_settings")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import sys
 
 import pytest
 import sb3_contrib  # noqa: F401  (in the dev extra: a missing package fails rather than skips)
-import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.sb3 import PainterMultiInputPolicy
@@ -21,13 +20,7 @@ TINY_FLAGS = ["--image-size", "10", "--patch-size", "3", "--max-shapes", "2", "-
 TINY_FLAGS += ["--split", "test[:1000]", "--eval-split", "test[1000:]", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def restore_torch_settings():
-    """``train.sb3.main`` sets torch's threads, seed and distribution checks for the process; restored here."""
-    threads, validate = torch.get_num_threads(), torch.distributions.Distribution._validate_args
-    yield
-    torch.set_num_threads(threads)
-    torch.distributions.Distribution.set_default_validate_args(validate)
+pytestmark = pytest.mark.usefixtures("restore_torch_settings")
 
 
 def run(tmp_path, name, *flags):
